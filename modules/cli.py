@@ -1,0 +1,197 @@
+"""Command line: ``python -m modules.cli <command> ...``. Typed errors become one-line messages here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from modules.errors import VisageError
+from modules.settings import REPO_ROOT, Settings
+
+COMMANDS = {}
+
+
+def command(name: str, help: str, configure=None):
+    """Register ``fn(args) -> exit code`` as a subcommand; ``configure(parser)`` adds its flags."""
+    def register(fn):
+        COMMANDS[name] = (fn, help, configure)
+        return fn
+    return register
+
+
+def _settings(args) -> Settings:
+    models = Path(getattr(args, "models_dir", None) or REPO_ROOT / "models").expanduser().resolve()
+    outputs = Path(getattr(args, "outputs_dir", None) or REPO_ROOT / "outputs").expanduser().resolve()
+    cache = Path(getattr(args, "cache_dir", None) or REPO_ROOT / "cache").expanduser().resolve()
+    return Settings(models_dir=models, outputs_dir=outputs, cache_dir=cache,
+                    device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "auto"),
+                    ckpt_cache=0)
+
+
+def _add_folder_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", help="models folder (default ./models; an A1111 'models' folder works)")
+    p.add_argument("--cache-dir", help="hash/embedding cache folder (default ./cache)")
+
+
+def _wait_with_progress(job, label: str):
+    """Print a one-line progress bar on stderr while a job runs."""
+    last = ""
+    while not job.finished:
+        p = job.progress
+        line = f"\r{label}: {p.phase} {p.step}/{p.total}" if p.total else f"\r{label}: {p.phase}"
+        if line != last:
+            print(line.ljust(50), end="", file=sys.stderr, flush=True)
+            last = line
+        time.sleep(0.1)
+    print(file=sys.stderr)
+    return job.wait()
+
+
+# -- commands ----------------------------------------------------------------------------------
+def _make_tiny_parser(p):
+    p.add_argument("--family", required=True, choices=["sd15", "sdxl", "zimage"])
+    p.add_argument("--format", dest="fmt", default="diffusers", choices=["diffusers", "single-file"])
+    p.add_argument("--out", required=True, type=Path, help="folder (diffusers) or .safetensors file")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("make-tiny-model", "write a tiny seeded random model in a real on-disk format", _make_tiny_parser)
+def cmd_make_tiny_model(args) -> int:
+    from modules.tiny import make_tiny_model
+    path = make_tiny_model(args.family, args.fmt, args.out, seed=args.seed)
+    print(path)
+    return 0
+
+
+def _models_parser(p):
+    _add_folder_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-hash", action="store_true", help="skip hashing (faster on big folders)")
+
+
+@command("models", "list what the registry finds: name, family, format, hash, or why unsupported", _models_parser)
+def cmd_models(args) -> int:
+    from modules.registry import HashCache, ModelRegistry
+    settings = _settings(args)
+    folders = settings.folders
+    registry = ModelRegistry(folders, HashCache(folders.cache / "hashes.json"))
+    entries = registry.scan(compute_hashes=not args.no_hash)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], ensure_ascii=False, indent=2))
+        return 0
+    if not entries:
+        print(f"no models found in {folders.checkpoints}")
+    for e in entries:
+        family = e.family.value if e.family else "-"
+        status = "ok" if e.supported else f"unsupported: {e.reason}"
+        print(f"{e.name}\t{family}\t{e.format}\t{e.hash or '-'}\t{status}")
+    return 0
+
+
+def _generate_parser(p):
+    _add_folder_flags(p)
+    p.add_argument("--model", required=True, help="model name, title, hash or path")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--negative", default="")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg", type=float)
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--sampler")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-count", type=int, default=1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--out", type=Path, help="outputs folder (default ./outputs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+
+
+@command("generate", "txt2img from the command line; prints the paths of the PNGs written", _generate_parser)
+def cmd_generate(args) -> int:
+    from modules.engine import Engine
+    from modules.generation.params import GenerationRequest
+    args.outputs_dir = args.out
+    engine = Engine(_settings(args))
+    engine.start(load_initial=False)
+    try:
+        engine.switch_model(args.model)
+        request = GenerationRequest(
+            prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
+            seed=args.seed, width=args.width, height=args.height, sampler=args.sampler,
+            batch_size=args.batch_size, batch_count=args.batch_count, clip_skip=args.clip_skip)
+        result = _wait_with_progress(engine.generate(request), "generate")
+    finally:
+        engine.close()
+    for path in result.paths:
+        print(path)
+    return 0
+
+
+def _download_parser(p):
+    p.add_argument("repo_id", nargs="?", help="Hugging Face repo id, e.g. Tongyi-MAI/Z-Image-Turbo")
+    p.add_argument("--list", action="store_true", help="show suggested models")
+
+
+@command("download", "download a diffusers model repo into the Hugging Face cache", _download_parser)
+def cmd_download(args) -> int:
+    from modules.downloads import SUGGESTED, download_repo
+    if args.list or not args.repo_id:
+        for s in SUGGESTED:
+            print(f"{s.repo_id}\t{s.family.value}\t{s.note}")
+        return 0
+    from tqdm.auto import tqdm
+    bar = tqdm(unit="B", unit_scale=True, desc=args.repo_id)
+
+    def on_progress(done, total):
+        bar.total = total or bar.total
+        bar.n = done
+        bar.refresh()
+
+    path = download_repo(args.repo_id, on_progress=on_progress)
+    bar.close()
+    print(path)
+    return 0
+
+
+def _fetch_tokenizer_parser(p):
+    _add_folder_flags(p)
+    p.add_argument("--from", dest="source", type=Path,
+                   help="an open_clip_torch / clip-anytorch wheel, or a folder with vocab.json+merges.txt")
+
+
+@command("fetch-tokenizer", "put the CLIP tokenizer that single-file SD checkpoints need into models/tokenizers", _fetch_tokenizer_parser)
+def cmd_fetch_tokenizer(args) -> int:
+    from modules.loader.tokenizers import install_clip_tokenizer
+    print(install_clip_tokenizer(_settings(args).folders, args.source))
+    return 0
+
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modules.cli", description="Visage command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_fn, help_text, configure) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if configure:
+            configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    fn, _help, _configure = COMMANDS[args.command]
+    try:
+        return fn(args)
+    except VisageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

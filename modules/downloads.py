@@ -1,0 +1,77 @@
+"""Fetching a model repo from the Hugging Face Hub into its cache (the only place Visage goes online)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from modules.errors import DownloadError
+from modules.families import Family
+
+
+@dataclass(frozen=True)
+class SuggestedModel:
+    repo_id: str
+    family: Family
+    note: str
+
+    def to_dict(self) -> dict:
+        return {"repo_id": self.repo_id, "family": self.family.value, "note": self.note}
+
+
+SUGGESTED = (
+    SuggestedModel("Tongyi-MAI/Z-Image-Turbo", Family.ZIMAGE,
+                   "best portraits; needs a GPU with >= 16 GB (≈ 20 GB download)"),
+    SuggestedModel("stable-diffusion-v1-5/stable-diffusion-v1-5", Family.SD15,
+                   "SD1.5 base; runs on a CPU (slow) and small GPUs (≈ 4 GB in fp16)"),
+    SuggestedModel("stabilityai/stable-diffusion-xl-base-1.0", Family.SDXL,
+                   "SDXL base; needs a GPU with >= 8 GB"),
+)
+
+#: only what a diffusers pipeline needs: skip duplicate single files, fp16 variants and other frameworks
+ALLOW_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors",
+                  "*/*.jinja", "tokenizer*/*"]
+IGNORE_PATTERNS = ["*.fp16.safetensors", "*.ckpt", "*.bin", "*.msgpack", "*.onnx*"]
+
+
+def download_repo(repo_id: str, *, cache_dir: Path | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """Download ``repo_id`` into the HF cache; return the snapshot folder.
+
+    Fails fast offline (``HF_HUB_OFFLINE=1`` or no network) with a DownloadError that says so.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not repo_id or repo_id.count("/") != 1 or any(c.isspace() for c in repo_id):
+        raise DownloadError(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise DownloadError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set (offline mode)")
+    tqdm_class = _progress_tqdm(on_progress) if on_progress else None
+    try:
+        path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
+                                 ignore_patterns=IGNORE_PATTERNS, tqdm_class=tqdm_class)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise DownloadError(f"could not download {repo_id}: {_first_line(exc)} "
+                            "(no network, a wrong repo id, or a gated repo that needs `hf auth login`)") from exc
+    return Path(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _progress_tqdm(on_progress: Callable[[int, int], None]):
+    """A tqdm subclass that forwards byte counts to ``on_progress(done, total)``."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):
+        def update(self, n=1):
+            result = super().update(n)
+            if self.unit == "B" or self.total:
+                on_progress(int(self.n), int(self.total or 0))
+            return result
+
+    return _Forward

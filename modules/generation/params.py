@@ -1,0 +1,88 @@
+"""A generation request as plain data, with diffusers-style ``check_inputs``. Torch-free."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from modules.errors import InvalidRequest
+from modules.families import Family, family_info
+
+MAX_PROMPT_CHARS = 4000
+MAX_STEPS = 150
+MAX_BATCH_SIZE = 8
+MAX_BATCH_COUNT = 16
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int | None = None  # None: the family's default
+    cfg_scale: float | None = None
+    seed: int = -1  # -1: random; image i of the batch uses seed + i
+    width: int | None = None
+    height: int | None = None
+    sampler: str | None = None
+    batch_size: int = 1  # images per pipeline call
+    batch_count: int = 1  # pipeline calls
+    clip_skip: int = 1  # A1111 meaning: 1 = last layer
+    model: str | None = None  # None: the current model
+    preset: str | None = None  # recorded in infotext ("Preset: ID")
+    styles: list[str] = field(default_factory=list)
+    save: bool = True
+    extra_infotext: dict = field(default_factory=dict)  # later features add fields here
+
+    def with_defaults(self, family: Family) -> "GenerationRequest":
+        """Fill unset fields from the family's defaults."""
+        info = family_info(family)
+        return replace(
+            self,
+            steps=self.steps if self.steps is not None else info.steps,
+            cfg_scale=self.cfg_scale if self.cfg_scale is not None else info.cfg,
+            width=self.width or info.width,
+            height=self.height or info.height,
+            sampler=self.sampler or info.default_sampler,
+        )
+
+    def check_inputs(self, family: Family) -> None:
+        """Raise ``InvalidRequest(field, rule)`` for the first bad field. Call after ``with_defaults``."""
+        info = family_info(family)
+        if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest("prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
+        if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest("negative_prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
+        if not 1 <= int(self.steps) <= MAX_STEPS:
+            raise InvalidRequest("steps", f"must be between 1 and {MAX_STEPS}")
+        if not 0.0 <= float(self.cfg_scale) <= 30.0:
+            raise InvalidRequest("cfg_scale", "must be between 0 and 30")
+        for name in ("width", "height"):
+            value = int(getattr(self, name))
+            if value % info.size_multiple:
+                raise InvalidRequest(name, f"must be a multiple of {info.size_multiple}")
+            if not info.min_side <= value <= info.max_side:
+                raise InvalidRequest(name, f"must be between {info.min_side} and {info.max_side}")
+        if not -1 <= int(self.seed) <= MAX_SEED:
+            raise InvalidRequest("seed", f"must be -1 (random) or between 0 and {MAX_SEED}")
+        if not 1 <= int(self.batch_size) <= MAX_BATCH_SIZE:
+            raise InvalidRequest("batch_size", f"must be between 1 and {MAX_BATCH_SIZE}")
+        if not 1 <= int(self.batch_count) <= MAX_BATCH_COUNT:
+            raise InvalidRequest("batch_count", f"must be between 1 and {MAX_BATCH_COUNT}")
+        if self.sampler not in info.samplers:
+            raise InvalidRequest("sampler", f"must be one of {', '.join(info.samplers)} for {info.label}")
+        if not 1 <= int(self.clip_skip) <= 12:
+            raise InvalidRequest("clip_skip", "must be between 1 and 12")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    """What a finished job hands back. ``images`` are PIL images (no torch types cross this line)."""
+
+    images: list
+    seeds: list[int]
+    infotexts: list[str]
+    paths: list[str]
+    model: str
+    elapsed_s: float = 0.0

@@ -1,0 +1,81 @@
+"""txt2img on a loaded diffusers pipeline, in numbered steps."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from modules.errors import Interrupted
+from modules.families import Family
+from modules.generation.encoding import Embeds, encode_prompts, uses_cfg
+from modules.generation.params import MAX_SEED, GenerationRequest
+from modules.generation.samplers import make_scheduler
+from modules.jobs import JobContext
+
+#: (prompt, negative, do_cfg, clip_skip) -> embeds; the engine passes one that goes through the cache
+EncodeFn = Callable[[str, str, bool, int], Embeds]
+
+
+@dataclass
+class Txt2ImgOutput:
+    images: list  # PIL images
+    seeds: list[int]
+
+
+def batch_seeds(seed: int, count: int, rng: random.Random | None = None) -> list[int]:
+    """A1111 semantics: image i uses seed + i; -1 picks a random base seed."""
+    if seed == -1:
+        seed = (rng or random.SystemRandom()).randrange(0, MAX_SEED - count)
+    return [seed + i for i in range(count)]
+
+
+def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
+            device: torch.device, encode: EncodeFn | None = None) -> Txt2ImgOutput:
+    """``req`` must already have family defaults filled and be checked."""
+    # 1. seeds: one per image, fixed up front so they can be reported
+    seeds = batch_seeds(req.seed, req.batch_size * req.batch_count)
+
+    # 2. sampler, built from the model's own scheduler config
+    pipe.scheduler = make_scheduler(req.sampler, pipe.scheduler.config)
+
+    # 3. prompt embeddings (once for all batches; the cache sits behind `encode`)
+    do_cfg = uses_cfg(family, req.cfg_scale)
+    ctx.report("encoding")
+    if encode is None:
+        def encode(p, n, cfg, skip):
+            return encode_prompts(pipe, family, p, n, do_cfg=cfg, clip_skip=skip, device=device)
+    embeds = encode(req.prompt, req.negative_prompt, do_cfg, req.clip_skip)
+
+    # 4. denoise and decode, batch by batch, reporting each step and honouring Interrupt
+    total = req.steps * req.batch_count
+    images: list = []
+    for b in range(req.batch_count):
+        done_before = b * req.steps
+
+        def on_step_end(_pipe, i, _t, _kwargs, _done=done_before):
+            ctx.report("denoising", _done + i + 1, total)
+            if ctx.cancelled:
+                raise Interrupted(_done + i + 1, total)
+            return {}
+
+        ctx.check_cancelled()
+        batch = seeds[b * req.batch_size:(b + 1) * req.batch_size]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in batch]
+        out = pipe(
+            **_call_embeds(embeds, do_cfg),
+            height=req.height, width=req.width, num_inference_steps=req.steps,
+            guidance_scale=req.cfg_scale, num_images_per_prompt=req.batch_size,
+            generator=generators, output_type="pil", callback_on_step_end=on_step_end,
+        )
+        images.extend(out.images)
+    ctx.report("decoding", total, total)
+    return Txt2ImgOutput(images=images, seeds=seeds)
+
+
+def _call_embeds(embeds: Embeds, do_cfg: bool) -> Embeds:
+    """Drop the negative entries when CFG is off (pipelines reject unused negatives for some families)."""
+    if do_cfg:
+        return dict(embeds)
+    return {k: v for k, v in embeds.items() if not k.startswith("negative_")}

@@ -1,0 +1,155 @@
+"""Model manager: which pipeline is on the device, which are parked in CPU RAM, and one lock.
+
+Identify (modules.registry) -> load (modules.loader) -> run (modules.generation): this module only
+decides *where* loaded pipelines live. One pipeline sits on the device; up to ``ram_cache`` recently
+used ones wait in CPU RAM (LRU) so switching back is fast. Evicted pipelines are freed for real.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from modules.devices import dtype_name, empty_device_cache, resolve_dtype
+from modules.errors import NotReady, VisageError
+from modules.families import Family
+from modules.registry.entry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+#: (entry, dtype) -> a diffusers pipeline on the CPU
+LoaderFn = Callable[[ModelEntry, torch.dtype], object]
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    pipe: object
+    family: Family
+    dtype: torch.dtype
+    load_seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return str(self.entry.path)
+
+
+@dataclass(frozen=True)
+class ManagerStatus:
+    state: str  # idle | loading | ready | error
+    model: str | None
+    family: str | None
+    message: str
+    device: str
+    dtype: str
+    in_ram: tuple[str, ...]
+
+
+def release_memory(device: torch.device) -> None:
+    """Return freed memory to the OS: Python objects, the CUDA cache, and glibc's heap."""
+    gc.collect()
+    empty_device_cache(device)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+class ModelManager:
+    def __init__(self, loader: LoaderFn, *, device: torch.device, dtype: str = "auto", ram_cache: int = 2):
+        self._loader = loader
+        self.device = device
+        self._dtype_setting = dtype
+        self.ram_cache = ram_cache
+        self.lock = threading.RLock()  # held for every load and every generation
+        self._current: LoadedModel | None = None
+        self._parked: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._state = "idle"
+        self._message = ""
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def require_current(self) -> LoadedModel:
+        if self._current is None:
+            raise NotReady(self._message or "no model is loaded yet")
+        return self._current
+
+    def status(self) -> ManagerStatus:
+        cur = self._current
+        dtype = dtype_name(cur.dtype) if cur else self._dtype_setting
+        return ManagerStatus(
+            state=self._state, model=cur.entry.title if cur else None,
+            family=cur.family.value if cur else None, message=self._message,
+            device=str(self.device), dtype=dtype,
+            in_ram=tuple(m.entry.title for m in self._parked.values()),
+        )
+
+    def mark_loading(self, message: str) -> None:
+        """Called when a load is queued, so the page says 'loading…' before the worker gets to it."""
+        self._state, self._message = "loading", message
+
+    # -- switching ---------------------------------------------------------------------------
+    def activate(self, entry: ModelEntry, on_phase: Callable[[str], None] | None = None) -> LoadedModel:
+        """Make ``entry`` the model on the device: from the RAM cache when parked, else from disk."""
+        with self.lock:
+            if self._current is not None and self._current.key == str(entry.path):
+                self._state, self._message = "ready", ""
+                return self._current
+            self._state, self._message = "loading", f"loading {entry.name}"
+            try:
+                loaded = self._parked.pop(str(entry.path), None)
+                if on_phase:
+                    on_phase("switching" if loaded else "loading")
+                self._park_current()
+                if loaded is None:
+                    loaded = self._load(entry)
+                loaded.pipe.to(self.device)
+                self._current = loaded
+            except VisageError as exc:
+                self._state, self._message = "error", str(exc)
+                raise
+            except Exception as exc:
+                self._state, self._message = "error", f"{entry.name}: {exc}"
+                raise
+            self._state, self._message = "ready", ""
+            return loaded
+
+    def unload_all(self) -> None:
+        with self.lock:
+            self._current = None
+            self._parked.clear()
+            self._state, self._message = "idle", ""
+            release_memory(self.device)
+
+    def _load(self, entry: ModelEntry) -> LoadedModel:
+        dtype = resolve_dtype(self._dtype_setting, self.device, entry.family)
+        start = time.perf_counter()
+        pipe = self._loader(entry, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        seconds = time.perf_counter() - start
+        log.info("loaded %s in %.2f s", entry.name, seconds)
+        return LoadedModel(entry=entry, pipe=pipe, family=entry.family, dtype=dtype, load_seconds=seconds)
+
+    def _park_current(self) -> None:
+        """Move the current model to CPU RAM (LRU) and free what falls out of the cache."""
+        cur, self._current = self._current, None
+        if cur is None:
+            return
+        if self.ram_cache > 0:
+            if self.device.type != "cpu":
+                cur.pipe.to("cpu")
+            self._parked[cur.key] = cur
+        del cur
+        while len(self._parked) > self.ram_cache:
+            self._parked.popitem(last=False)
+        release_memory(self.device)

@@ -1,0 +1,86 @@
+"""Start-up settings: one frozen object built from the command line and passed in. Torch-free."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modules.paths import Folders
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    models_dir: Path = REPO_ROOT / "models"
+    outputs_dir: Path = REPO_ROOT / "outputs"
+    cache_dir: Path = REPO_ROOT / "cache"
+    device: str = "auto"  # auto | cuda | cpu
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    ckpt_cache: int = 2  # pipelines kept in CPU RAM besides the one on the device
+    lang: str = "auto"  # auto | zh | en
+    share: bool = False
+    auth: tuple[tuple[str, str], ...] = ()
+    model: str | None = None  # model to load at start-up (default: first found)
+    hf_cache: Path | None = None  # default: huggingface_hub's own cache location
+    threads: int = 0  # torch intra-op threads, 0 = library default
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def folders(self) -> Folders:
+        return Folders(models=self.models_dir, outputs=self.outputs_dir, cache=self.cache_dir)
+
+
+def parse_auth(value: str | None) -> tuple[tuple[str, str], ...]:
+    """``user:pass[,user2:pass2]`` or a path to a file with one ``user:pass`` per line."""
+    if not value:
+        return ()
+    text = Path(value).read_text(encoding="utf-8") if os.path.isfile(value) else value
+    pairs = []
+    for item in text.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise argparse.ArgumentTypeError("--auth expects user:pass (or a file of such lines)")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="webui.py", description="Visage portrait WebUI")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--listen", action="store_true", help="bind all interfaces (0.0.0.0)")
+    p.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models",
+                   help="models folder; may be an existing A1111 'models' folder")
+    p.add_argument("--outputs-dir", type=Path, default=REPO_ROOT / "outputs")
+    p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "cache",
+                   help="hash cache, embedding cache and other derived files")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--ckpt-cache", type=int, default=2,
+                   help="recently used models kept in CPU RAM for fast switching (0 = none)")
+    p.add_argument("--lang", choices=["auto", "zh", "en"], default="auto")
+    p.add_argument("--share", action="store_true", help="create a public Gradio link (needs --auth)")
+    p.add_argument("--auth", default=None, help="user:pass[,user:pass] or a file of user:pass lines")
+    p.add_argument("--model", default=None, help="model to load at start-up (name or path)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    host = "0.0.0.0" if args.listen else args.host
+    return Settings(
+        host=host, port=args.port,
+        models_dir=args.models_dir.expanduser().resolve(),
+        outputs_dir=args.outputs_dir.expanduser().resolve(),
+        cache_dir=args.cache_dir.expanduser().resolve(),
+        device=args.device, dtype=args.dtype, ckpt_cache=max(0, args.ckpt_cache),
+        lang=args.lang, share=args.share, auth=parse_auth(args.auth),
+        model=args.model, threads=args.threads,
+    )
