@@ -130,12 +130,12 @@ class JobQueue:
         return job
 
     def position(self, job: Job) -> int:
-        """0 while running, n when n jobs run or wait before it; -1 when finished."""
+        """0 while running; n >= 1 while queued (1 = runs next); -1 once finished."""
         with self._lock:
             if job is self._current:
                 return 0
             if job in self._pending:
-                return self._pending.index(job) + (1 if self._current else 0)
+                return self._pending.index(job) + 1
         return -1
 
     def __len__(self) -> int:

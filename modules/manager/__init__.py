@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from modules.devices import dtype_name, empty_device_cache, resolve_dtype
-from modules.errors import NotReady, VisageError
+from modules.errors import NotReady
 from modules.families import Family
 from modules.registry.entry import ModelEntry
 
@@ -110,16 +110,14 @@ class ModelManager:
                 loaded = self._parked.pop(str(entry.path), None)
                 if on_phase:
                     on_phase("switching" if loaded else "loading")
-                self._park_current()
                 if loaded is None:
-                    loaded = self._load(entry)
+                    loaded = self._load(entry)  # on the CPU; a failure here leaves the current model serving
+                self._park_current()
                 loaded.pipe.to(self.device)
                 self._current = loaded
-            except VisageError as exc:
-                self._state, self._message = "error", str(exc)
-                raise
             except Exception as exc:
-                self._state, self._message = "error", f"{entry.name}: {exc}"
+                still = f" (still using {self._current.entry.name})" if self._current else ""
+                self._state, self._message = "error", f"{exc}{still}"
                 raise
             self._state, self._message = "ready", ""
             return loaded

@@ -1,0 +1,249 @@
+"""The txt2img tab: prompts on top, parameters left, gallery and generation info right. Torch-free."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.families import FamilyInfo, family_info
+from modules.generation.params import (
+    MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
+)
+from modules.ui.common import POLL_S, ui_error, ui_warning
+from modules.ui.i18n import Translator, error_text
+
+#: txt2img inputs in the order of the generate handler's parameters (also the API's order)
+PARAM_FIELDS = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "width", "height",
+                "seed", "batch_size", "batch_count", "clip_skip")
+
+
+@dataclass
+class Txt2ImgTab:
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    sampler: gr.Dropdown
+    steps: gr.Slider
+    cfg_scale: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    seed: gr.Number
+    batch_size: gr.Slider
+    batch_count: gr.Slider
+    clip_skip: gr.Slider
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+    generate: gr.Button
+    interrupt: gr.Button
+    gallery: gr.Gallery
+    infotext: gr.Textbox
+    progress: gr.Markdown
+    infotexts: gr.State
+    seeds: gr.State
+
+    @property
+    def params(self) -> list:
+        """The inputs of the generate handler, in PARAM_FIELDS order."""
+        return [getattr(self, name) for name in PARAM_FIELDS]
+
+    @property
+    def family_outputs(self) -> list:
+        """What :func:`family_updates` resets when the model family changes."""
+        return [self.sampler, self.steps, self.cfg_scale, self.width, self.height, self.clip_skip]
+
+
+def family_updates(info: FamilyInfo) -> tuple:
+    """Updates for :attr:`Txt2ImgTab.family_outputs`: the family's samplers and defaults."""
+    return (
+        gr.Dropdown(choices=list(info.samplers), value=info.default_sampler),
+        gr.Slider(value=info.steps),
+        gr.Slider(value=info.cfg),
+        gr.Slider(value=info.width, minimum=info.min_side, maximum=info.max_side),
+        gr.Slider(value=info.height, minimum=info.min_side, maximum=info.max_side),
+        gr.Slider(value=1, interactive=info.supports_clip_skip),
+    )
+
+
+def updates_from_fields(fields: dict, samplers: tuple[str, ...]) -> tuple[list, list[str]]:
+    """Updates for :attr:`Txt2ImgTab.params` from GenerationRequest fields (e.g. parsed infotext).
+
+    Fields that are absent stay as they are; a sampler the current family lacks is skipped and
+    reported in the second return value.
+    """
+    skipped: list[str] = []
+    updates = []
+    for name in PARAM_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            updates.append(gr.skip())
+        elif name == "sampler" and value not in samplers:
+            skipped.append(value)
+            updates.append(gr.skip())
+        else:
+            updates.append(value)
+    return updates, skipped
+
+
+def _number(name: str, value, default, kind=int):
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(name, "must be a number") from None
+    if kind is int and number != float(value):
+        raise InvalidRequest(name, "must be a whole number")
+    return number
+
+
+def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
+                        seed, batch_size, batch_count, clip_skip) -> GenerationRequest:
+    """A GenerationRequest from the page's values; empty fields mean the family default."""
+    return GenerationRequest(
+        prompt=prompt or "",
+        negative_prompt=negative_prompt or "",
+        sampler=sampler or None,
+        steps=_number("steps", steps, None),
+        cfg_scale=_number("cfg_scale", cfg_scale, None, float),
+        width=_number("width", width, None),
+        height=_number("height", height, None),
+        seed=_number("seed", seed, -1),
+        batch_size=_number("batch_size", batch_size, 1),
+        batch_count=_number("batch_count", batch_count, 1),
+        clip_skip=_number("clip_skip", clip_skip, 1),
+    )
+
+
+def progress_text(t: Translator, engine, job) -> str:
+    position = engine.queue_position(job)
+    if position > 0:
+        return t("progress.queued", position=position)
+    p = job.progress
+    if p.phase == "denoising" or (p.total and p.phase not in ("saving", "decoding")):
+        return t("progress.step", step=p.step, total=p.total)
+    key = {"loading": "progress.loading", "encoding": "progress.encoding",
+           "decoding": "progress.decoding", "saving": "progress.saving"}.get(p.phase, "progress.starting")
+    return t(key)
+
+
+def _with_parameters(image, infotext: str):
+    """A copy of ``image`` carrying its infotext, so the gallery's PNG download keeps it."""
+    copy = image.copy()
+    copy.info["parameters"] = infotext
+    return copy
+
+
+def make_generate(engine, t: Translator, poll_s: float = POLL_S):
+    """The generate handler: submit, yield progress every ``poll_s``, then the images and infotext.
+
+    Yields ``(gallery, infotext, progress, infotexts_state, seeds_state)``.
+    """
+
+    def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
+                 seed, batch_size, batch_count, clip_skip):
+        try:
+            request = request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale,
+                                          width, height, seed, batch_size, batch_count, clip_skip)
+            job = engine.generate(request)
+        except VisageError as exc:
+            raise ui_error(t, exc) from None
+        last_text, last_preview = None, None
+        while not job.finished:
+            text = progress_text(t, engine, job)
+            preview = job.progress.preview
+            if text != last_text or preview is not last_preview:
+                gallery = [preview] if preview is not None and preview is not last_preview else gr.skip()
+                last_text, last_preview = text, preview
+                yield gallery, gr.skip(), text, gr.skip(), gr.skip()
+            time.sleep(poll_s)
+        try:
+            result = job.wait(0)
+        except Interrupted as exc:
+            ui_warning(t, exc)
+            yield gr.skip(), gr.skip(), t("progress.interrupted", step=exc.step, total=exc.total), \
+                gr.skip(), gr.skip()
+            return
+        except VisageError as exc:
+            raise ui_error(t, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the job already logged it; show a message, not a traceback
+            raise gr.Error(error_text(t, exc), title=t("error.title"), print_exception=False) from None
+        images = [_with_parameters(im, text) for im, text in zip(result.images, result.infotexts)]
+        images += result.images[len(images):]
+        infotexts = list(result.infotexts)
+        done = t("progress.done", count=len(result.images), seconds=f"{result.elapsed_s:.1f}")
+        yield images, (infotexts[0] if infotexts else ""), done, infotexts, list(result.seeds)
+
+    return generate
+
+
+def make_interrupt(engine, t: Translator):
+    def interrupt() -> None:
+        if engine.interrupt():
+            gr.Info(t("txt2img.interrupt_sent"))
+        else:
+            gr.Info(t("txt2img.nothing_running"))
+    return interrupt
+
+
+def build(engine, t: Translator) -> Txt2ImgTab:
+    """Lay out the tab and wire its own events (generate, interrupt, seed buttons, gallery select)."""
+    info = family_info(engine.family_of(None))
+    with gr.Row():
+        with gr.Column(scale=6):
+            prompt = gr.Textbox(label=t("txt2img.prompt"), placeholder=t("txt2img.prompt_placeholder"),
+                                lines=3, max_lines=12, elem_id="txt2img_prompt")
+            negative = gr.Textbox(label=t("txt2img.negative"), placeholder=t("txt2img.negative_placeholder"),
+                                  lines=2, max_lines=8, elem_id="txt2img_neg_prompt")
+        with gr.Column(scale=1, min_width=160):
+            generate_btn = gr.Button(t("txt2img.generate"), variant="primary", elem_id="txt2img_generate")
+            interrupt_btn = gr.Button(t("txt2img.interrupt"), variant="stop", elem_id="txt2img_interrupt")
+    with gr.Row():
+        with gr.Column(scale=1):
+            sampler = gr.Dropdown(choices=list(info.samplers), value=info.default_sampler,
+                                  label=t("txt2img.sampler"), allow_custom_value=True)
+            steps = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label=t("txt2img.steps"))
+            with gr.Row():
+                width = gr.Slider(info.min_side, info.max_side, value=info.width, step=8,
+                                  label=t("txt2img.width"))
+                height = gr.Slider(info.min_side, info.max_side, value=info.height, step=8,
+                                   label=t("txt2img.height"))
+            with gr.Row():
+                batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label=t("txt2img.batch_count"))
+                batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label=t("txt2img.batch_size"))
+            cfg = gr.Slider(0.0, 30.0, value=info.cfg, step=0.5, label=t("txt2img.cfg"))
+            with gr.Row():
+                seed = gr.Number(value=-1, precision=0, label=t("txt2img.seed"), info=t("txt2img.seed_info"),
+                                 scale=4)
+                random_seed = gr.Button(t("txt2img.random_seed"), scale=0, min_width=48)
+                reuse_seed = gr.Button(t("txt2img.reuse_seed"), scale=0, min_width=48)
+            clip_skip = gr.Slider(1, 12, value=1, step=1, label=t("txt2img.clip_skip"),
+                                  interactive=info.supports_clip_skip)
+        with gr.Column(scale=1):
+            progress = gr.Markdown("")
+            gallery = gr.Gallery(label=t("txt2img.gallery"), columns=2, height=512, format="png",
+                                 object_fit="contain", buttons=["download", "fullscreen"],
+                                 interactive=False, elem_id="txt2img_gallery")
+            infotext = gr.Textbox(label=t("txt2img.infotext"), lines=4, interactive=False,
+                                  buttons=["copy"])
+    infotexts = gr.State([])
+    seeds = gr.State([])
+
+    tab = Txt2ImgTab(prompt, negative, sampler, steps, cfg, width, height, seed, batch_size, batch_count,
+                     clip_skip, random_seed, reuse_seed, generate_btn, interrupt_btn, gallery, infotext,
+                     progress, infotexts, seeds)
+
+    outputs = [gallery, infotext, progress, infotexts, seeds]
+    handler = make_generate(engine, t)
+    generate_btn.click(handler, tab.params, outputs, api_name="generate", show_progress="minimal",
+                       concurrency_limit=None)
+    interrupt_btn.click(make_interrupt(engine, t), None, None, api_name="interrupt", queue=False)
+    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
+    reuse_seed.click(lambda s: s[0] if s else gr.skip(), seeds, seed, api_visibility="private", queue=False)
+
+    def on_select(texts: list, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else 0
+        return texts[index] if 0 <= index < len(texts) else gr.skip()
+
+    gallery.select(on_select, infotexts, infotext, api_visibility="private", queue=False)
+    return tab
