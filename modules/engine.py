@@ -134,7 +134,13 @@ class Engine:
     # -- job bodies (run on the worker thread) -----------------------------------------------
     def _switch_job(self, entry: ModelEntry, ctx: JobContext):
         ctx.report("loading")
-        return self.manager.activate(entry).entry
+        try:
+            return self.manager.activate(entry).entry
+        except Exception:
+            current = self.manager.current
+            if self._selected is entry:  # a failed switch leaves the previous model selected
+                self._selected = current.entry if current else None
+            raise
 
     def _generate_job(self, entry: ModelEntry, req: GenerationRequest, ctx: JobContext) -> GenerationResult:
         start = time.perf_counter()

@@ -74,14 +74,14 @@ class EmbeddingCache:
         self._disk_hits = 0
         self._time_saved_s = 0.0
 
-    # -- internals (callers hold no lock) --------------------------------------------------
+    # -- internals (`*_locked`: caller holds self._lock; the rest: caller holds no lock) --
 
     def _insert_locked(self, digest: str, entry: _Entry) -> bool:
-        if entry.nbytes > self.max_bytes:
-            return False
         old = self._entries.pop(digest, None)
         if old is not None:
             self._bytes -= old.nbytes
+        if entry.nbytes > self.max_bytes:
+            return False
         self._entries[digest] = entry
         self._bytes += entry.nbytes
         while self._bytes > self.max_bytes:

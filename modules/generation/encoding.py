@@ -36,5 +36,21 @@ def encode_prompts(pipe, family: Family, prompt: str, negative: str, *, do_cfg: 
             negative_prompt=negative, clip_skip=skip)
         return {"prompt_embeds": pos, "negative_prompt_embeds": neg,
                 "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": neg_pooled}
-    pos, neg = pipe.encode_prompt(prompt, device, 1, do_cfg, negative_prompt=negative, clip_skip=skip)
+    if skip is not None:
+        # diffusers 0.42's SD1.5 clip-skip path reads `text_encoder.text_model`, gone in transformers 5
+        pos = _clip_hidden_state(pipe, prompt, skip, device)
+        neg = _clip_hidden_state(pipe, negative, skip, device) if do_cfg else None
+        return {"prompt_embeds": pos, "negative_prompt_embeds": neg}
+    pos, neg = pipe.encode_prompt(prompt, device, 1, do_cfg, negative_prompt=negative)
     return {"prompt_embeds": pos, "negative_prompt_embeds": neg}
+
+
+def _clip_hidden_state(pipe, text: str, skip: int, device: torch.device) -> torch.Tensor:
+    """SD1.x clip skip as A1111 does it: an earlier CLIP layer, then the final layer norm."""
+    tokens = pipe.tokenizer(text, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt")
+    encoder = pipe.text_encoder
+    mask = tokens.attention_mask.to(device) if getattr(encoder.config, "use_attention_mask", False) else None
+    out = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
+    hidden = encoder.final_layer_norm(out.hidden_states[-(skip + 1)])
+    return hidden.to(dtype=encoder.dtype, device=device)

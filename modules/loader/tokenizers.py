@@ -67,15 +67,17 @@ def clip_tokenizer_config(pad_token: str = EOS) -> dict:
     }
 
 
-def write_clip_tokenizer(merges: list[str], out: Path, *, pad_token: str = EOS) -> Path:
+def write_clip_tokenizer(merges: list[str], out: Path, *, pad_token: str = EOS, vocab: dict | None = None) -> Path:
     """Write a CLIP-format tokenizer folder (vocab.json, merges.txt, configs) from ``"a b"`` merge lines.
 
     Vocabulary order is CLIP's: byte characters, the same with ``</w>``, the joined merges, BOS, EOS.
+    ``vocab`` overrides that order (to copy an existing tokenizer exactly).
     Written to a temporary sibling and renamed, so ``out`` is never half-written.
     """
-    chars = list(bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split(" ")) for m in merges] + [BOS, EOS]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    if vocab is None:
+        chars = list(bytes_to_unicode().values())
+        tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split(" ")) for m in merges] + [BOS, EOS]
+        vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -92,6 +94,8 @@ def write_clip_tokenizer(merges: list[str], out: Path, *, pad_token: str = EOS) 
 
 def _read_bpe_source(source: Path) -> bytes:
     """The gzip bytes of the BPE file from a wheel, a folder (searched recursively) or the .gz itself."""
+    if not source.exists():
+        raise MissingComponent(f"{source} does not exist")
     if source.is_dir():
         found = sorted(source.rglob(BPE_FILE_NAME))
         if not found:
@@ -99,6 +103,8 @@ def _read_bpe_source(source: Path) -> bytes:
         return found[0].read_bytes()
     if source.name.endswith(".gz"):
         return source.read_bytes()
+    if not zipfile.is_zipfile(source):
+        raise MissingComponent(f"{source.name} is not a wheel (zip) file")
     with zipfile.ZipFile(source) as wheel:
         names = [n for n in wheel.namelist() if n.endswith("/" + BPE_FILE_NAME)]
         if not names:
@@ -108,7 +114,10 @@ def _read_bpe_source(source: Path) -> bytes:
 
 def build_clip_tokenizer_from_wheel(wheel_or_dir: Path, out: Path) -> Path:
     """Rebuild the CLIP tokenizer from the BPE file shipped in an open_clip_torch / clip-anytorch wheel."""
-    lines = gzip.decompress(_read_bpe_source(Path(wheel_or_dir))).decode("utf-8").split("\n")
+    try:
+        lines = gzip.decompress(_read_bpe_source(Path(wheel_or_dir))).decode("utf-8").split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise MissingComponent(f"{BPE_FILE_NAME} in {wheel_or_dir} is unreadable ({exc})") from exc
     merges = lines[1:1 + CLIP_MERGE_COUNT]
     if len(merges) != CLIP_MERGE_COUNT or any(len(m.split(" ")) != 2 for m in merges):
         raise MissingComponent(f"{BPE_FILE_NAME} in {wheel_or_dir} is not the CLIP BPE file")
@@ -186,12 +195,23 @@ def download_clip_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def install_clip_tokenizer(folders: Folders, source: Path | None = None) -> Path:
-    """Rebuild the CLIP tokenizer into ``models/tokenizers/clip-vit-large-patch14`` and return that folder.
+def copy_clip_tokenizer(folder: Path, out: Path) -> Path:
+    """Copy vocab.json + merges.txt from an existing CLIP tokenizer folder into ``out`` (with Visage's configs)."""
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [line for line in lines if line and not line.startswith("#version")]
+    return write_clip_tokenizer(merges, out, vocab=vocab)
 
-    ``source`` may be a wheel, a folder or the BPE .gz; without it the wheel is fetched with pip.
+
+def install_clip_tokenizer(folders: Folders, source: Path | None = None) -> Path:
+    """Put the CLIP tokenizer into ``models/tokenizers/clip-vit-large-patch14`` and return that folder.
+
+    ``source``: an open_clip_torch / clip-anytorch wheel, the BPE .gz, a folder containing one of those, or a
+    folder with vocab.json + merges.txt. Without it the wheel is fetched with ``pip download`` (the registry).
     """
     out = folders.tokenizers / CLIP_FOLDER_NAME
+    if source is not None and _has_clip_files(Path(source)):
+        return copy_clip_tokenizer(Path(source), out)
     if source is not None:
         return build_clip_tokenizer_from_wheel(Path(source), out)
     with tempfile.TemporaryDirectory(prefix="visage-wheel-") as tmp:

@@ -23,6 +23,10 @@ def ui_warning(t: Translator, exc: BaseException) -> None:
     gr.Warning(error_text(t, exc), title=t("error.warning_title"))
 
 
+def ui_info(t: Translator, message: str) -> None:
+    gr.Info(message, title=t("info.title"))
+
+
 def family_label(family: Family | str | None, t: Translator) -> str:
     if not family:
         return t("models.unknown_family")

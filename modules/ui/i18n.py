@@ -102,6 +102,7 @@ EN: dict[str, str] = {
     "models.download_done": "Downloaded {repo} to {path}",
     "models.count": "{count} model(s), {supported} supported",
     # error titles and messages (keys error.<VisageError.code>)
+    "info.title": "Info",
     "error.title": "Error",
     "error.warning_title": "Warning",
     "error.error": "{detail}",
@@ -220,6 +221,7 @@ ZH: dict[str, str] = {
     "models.download_waiting": "等待开始…",
     "models.download_done": "已下载 {repo} 到 {path}",
     "models.count": "共 {count} 个模型，{supported} 个可用",
+    "info.title": "提示",
     "error.title": "错误",
     "error.warning_title": "警告",
     "error.error": "{detail}",

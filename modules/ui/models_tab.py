@@ -9,7 +9,7 @@ import gradio as gr
 
 from modules.errors import VisageError
 from modules.ui.common import POLL_S, family_label, ui_error
-from modules.ui.i18n import Translator, error_text
+from modules.ui.i18n import Translator
 
 MB = 1024 * 1024
 
@@ -81,10 +81,8 @@ def make_download(engine, t: Translator, poll_s: float = POLL_S):
             time.sleep(poll_s)
         try:
             path = job.wait(0)
-        except VisageError as exc:
+        except Exception as exc:  # noqa: BLE001 - the job already logged it; a message, never a traceback
             raise ui_error(t, exc) from None
-        except Exception as exc:  # noqa: BLE001 - shown as a message, never a traceback
-            raise gr.Error(error_text(t, exc), title=t("error.title"), print_exception=False) from None
         yield escape(t("models.download_done", repo=repo_id, path=str(path)))
 
     return download

@@ -11,8 +11,8 @@ from modules.families import FamilyInfo, family_info
 from modules.generation.params import (
     MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
 )
-from modules.ui.common import POLL_S, ui_error, ui_warning
-from modules.ui.i18n import Translator, error_text
+from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
+from modules.ui.i18n import Translator
 
 #: txt2img inputs in the order of the generate handler's parameters (also the API's order)
 PARAM_FIELDS = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "width", "height",
@@ -137,7 +137,8 @@ def _with_parameters(image, infotext: str):
 def make_generate(engine, t: Translator, poll_s: float = POLL_S):
     """The generate handler: submit, yield progress every ``poll_s``, then the images and infotext.
 
-    Yields ``(gallery, infotext, progress, infotexts_state, seeds_state)``.
+    Yields ``(gallery, infotext, progress, infotexts_state, seeds_state)``. If the caller goes away
+    before the job ends, the job is cancelled.
     """
 
     def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
@@ -149,14 +150,18 @@ def make_generate(engine, t: Translator, poll_s: float = POLL_S):
         except VisageError as exc:
             raise ui_error(t, exc) from None
         last_text, last_preview = None, None
-        while not job.finished:
-            text = progress_text(t, engine, job)
-            preview = job.progress.preview
-            if text != last_text or preview is not last_preview:
-                gallery = [preview] if preview is not None and preview is not last_preview else gr.skip()
-                last_text, last_preview = text, preview
-                yield gallery, gr.skip(), text, gr.skip(), gr.skip()
-            time.sleep(poll_s)
+        try:
+            while not job.finished:
+                text = progress_text(t, engine, job)
+                preview = job.progress.preview
+                if text != last_text or preview is not last_preview:
+                    gallery = [preview] if preview is not None and preview is not last_preview else gr.skip()
+                    last_text, last_preview = text, preview
+                    yield gallery, gr.skip(), text, gr.skip(), gr.skip()
+                time.sleep(poll_s)
+        except GeneratorExit:  # the page went away (closed tab, cancelled event): drop the job
+            job.cancel()
+            raise
         try:
             result = job.wait(0)
         except Interrupted as exc:
@@ -164,10 +169,8 @@ def make_generate(engine, t: Translator, poll_s: float = POLL_S):
             yield gr.skip(), gr.skip(), t("progress.interrupted", step=exc.step, total=exc.total), \
                 gr.skip(), gr.skip()
             return
-        except VisageError as exc:
+        except Exception as exc:  # noqa: BLE001 - the job already logged it; a message, never a traceback
             raise ui_error(t, exc) from None
-        except Exception as exc:  # noqa: BLE001 - the job already logged it; show a message, not a traceback
-            raise gr.Error(error_text(t, exc), title=t("error.title"), print_exception=False) from None
         images = [_with_parameters(im, text) for im, text in zip(result.images, result.infotexts)]
         images += result.images[len(images):]
         infotexts = list(result.infotexts)
@@ -180,9 +183,9 @@ def make_generate(engine, t: Translator, poll_s: float = POLL_S):
 def make_interrupt(engine, t: Translator):
     def interrupt() -> None:
         if engine.interrupt():
-            gr.Info(t("txt2img.interrupt_sent"))
+            ui_info(t, t("txt2img.interrupt_sent"))
         else:
-            gr.Info(t("txt2img.nothing_running"))
+            ui_info(t, t("txt2img.nothing_running"))
     return interrupt
 
 
@@ -191,9 +194,9 @@ def build(engine, t: Translator) -> Txt2ImgTab:
     info = family_info(engine.family_of(None))
     with gr.Row():
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label=t("txt2img.prompt"), placeholder=t("txt2img.prompt_placeholder"),
+            prompt = gr.Textbox("", label=t("txt2img.prompt"), placeholder=t("txt2img.prompt_placeholder"),
                                 lines=3, max_lines=12, elem_id="txt2img_prompt")
-            negative = gr.Textbox(label=t("txt2img.negative"), placeholder=t("txt2img.negative_placeholder"),
+            negative = gr.Textbox("", label=t("txt2img.negative"), placeholder=t("txt2img.negative_placeholder"),
                                   lines=2, max_lines=8, elem_id="txt2img_neg_prompt")
         with gr.Column(scale=1, min_width=160):
             generate_btn = gr.Button(t("txt2img.generate"), variant="primary", elem_id="txt2img_generate")

@@ -1,0 +1,91 @@
+"""The Gradio page. Torch-free: it talks only to the ``engine`` object it is given.
+
+Layout (A1111-like): status line and checkpoint picker on top, then one tab per module. A tab is a
+function ``build(engine, t) -> <Tab dataclass>`` in its own module that lays out and wires its own
+events; events that span tabs (model switch -> txt2img defaults, PNG Info -> txt2img) are wired here.
+To add a tab: write ``modules/ui/<name>.py`` with ``build(engine, t)`` and add it to :func:`build_blocks`.
+
+Public API endpoints (``gradio_client``): ``/generate``, ``/interrupt``, ``/switch_model``,
+``/refresh_models``, ``/status``, ``/png_info``, ``/download_model``.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from modules.errors import VisageError
+from modules.families import family_info
+from modules.ui import header as header_ui
+from modules.ui import models_tab, pnginfo, txt2img
+from modules.outputs.infotext import request_from_infotext
+from modules.ui.common import model_choices, ui_error, ui_info
+from modules.ui.i18n import Translator, resolve_lang
+
+__all__ = ["build_page", "build_blocks"]
+
+#: ids of the tabs (``gr.Tabs(selected=...)``)
+TAB_TXT2IMG = "txt2img"
+TAB_PNGINFO = "pnginfo"
+TAB_MODELS = "models"
+
+
+def build_page(engine, settings, *, lang: str | None = None) -> gr.Blocks:
+    """The whole page for ``engine``. ``lang``: zh | en | auto (None: ``settings.lang``).
+
+    Launch it with ``theme``/``css`` as ``launch()`` arguments (Gradio 6).
+    """
+    return build_blocks(engine, Translator(resolve_lang(lang or getattr(settings, "lang", "auto"))))
+
+
+def build_blocks(engine, t: Translator) -> gr.Blocks:
+    """The page with a given translator (tests pass a strict one and inspect what it produced)."""
+    with gr.Blocks(title=t("app.title"), analytics_enabled=False) as demo:
+        top = header_ui.build(engine, t)
+        with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
+            with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG):
+                txt = txt2img.build(engine, t)
+            with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO):
+                png = pnginfo.build(engine, t)
+            with gr.Tab(t("tab.models"), id=TAB_MODELS):
+                models = models_tab.build(engine, t)
+
+        current_outputs = [top.model, top.status, *txt.family_outputs]
+        top.model.input(header_ui.make_switch(engine, t), top.model, current_outputs,
+                        api_name="switch_model", show_progress="minimal")
+        top.refresh.click(lambda: header_ui.current_updates(engine, t, refresh=True), None,
+                          current_outputs, api_visibility="private", show_progress="hidden") \
+            .then(models_tab.make_refresh(engine, t), None, [models.summary, models.table],
+                  api_visibility="private", show_progress="hidden")
+        demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
+                  api_visibility="private", show_progress="hidden")
+
+        def refresh_choices():
+            return gr.Dropdown(choices=model_choices(engine.models()))
+
+        models.refresh_event.then(refresh_choices, None, top.model, api_visibility="private",
+                                  show_progress="hidden")
+        models.download_event.then(refresh_choices, None, top.model, api_visibility="private",
+                                   show_progress="hidden")
+
+        png.send.click(make_send_to_txt2img(engine, t), png.parameters, [*txt.params, tabs],
+                       api_visibility="private")
+    return demo
+
+
+def make_send_to_txt2img(engine, t: Translator):
+    """Handler: infotext -> updates for the txt2img inputs, then select the txt2img tab."""
+
+    def send(text: str | None):
+        if not text:
+            return (*([gr.skip()] * len(txt2img.PARAM_FIELDS)), gr.skip())
+        try:
+            fields = request_from_infotext(text)
+            samplers = family_info(engine.family_of(None)).samplers
+        except VisageError as exc:
+            raise ui_error(t, exc) from None
+        updates, skipped = txt2img.updates_from_fields(fields, samplers)
+        for sampler in skipped:
+            gr.Warning(t("pnginfo.sampler_skipped", sampler=sampler), title=t("error.warning_title"))
+        ui_info(t, t("pnginfo.sent"))
+        return (*updates, gr.Tabs(selected=TAB_TXT2IMG))
+
+    return send

@@ -1,0 +1,530 @@
+"""The Gradio page, driven with a fake engine (no torch, no models)."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+from PIL.PngImagePlugin import PngInfo  # noqa: E402
+
+from modules import errors  # noqa: E402
+from modules.errors import DownloadError, InvalidRequest, ModelLoadError, ModelNotFound, VisageError  # noqa: E402
+from modules.families import FLOW_SAMPLERS, SD_SAMPLERS, Family  # noqa: E402
+from modules.generation.params import GenerationRequest, GenerationResult  # noqa: E402
+from modules.jobs import JobQueue  # noqa: E402
+from modules.outputs.infotext import build_infotext  # noqa: E402
+from modules.registry.entry import ModelEntry, ModelFormat  # noqa: E402
+from modules.settings import Settings  # noqa: E402
+from modules.ui import build_blocks, build_page, make_send_to_txt2img  # noqa: E402
+from modules.ui.i18n import EN, ZH, Translator, error_text, resolve_lang  # noqa: E402
+from modules.ui.txt2img import PARAM_FIELDS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+A1111_TEXT = ("portrait of a woman, soft light\n"
+              "Negative prompt: blurry, lowres\n"
+              "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, "
+              "Size: 512x768, Model hash: 0123456789, Model: tiny-sd15, Clip skip: 2")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def gradio_tmp(tmp_path_factory):
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    yield
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old
+
+
+# -- fake engine ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FakeStatus:
+    state: str
+    model: str | None
+    family: str | None
+    message: str
+    queue_length: int
+    device: str
+    dtype: str
+
+
+class FakeEngine:
+    """The engine interface the page uses, with a real JobQueue and instant fake jobs.
+
+    ``gate``: generation jobs pause after step 3 until it is set (so tests can watch progress).
+    """
+
+    def __init__(self):
+        self.queue = JobQueue(max_pending=4, name="fake-worker")
+        self.queue.start()
+        self.entries = [
+            ModelEntry("tiny-sd15", Path("/m/tiny-sd15.safetensors"), ModelFormat.SINGLE_FILE, Family.SD15,
+                       hash="0123456789"),
+            ModelEntry("tiny-zimage", Path("/m/tiny-zimage"), ModelFormat.DIFFUSERS, Family.ZIMAGE),
+            ModelEntry("broken", Path("/m/broken.safetensors"), ModelFormat.SINGLE_FILE, Family.SD15),
+            ModelEntry("old", Path("/m/old.ckpt"), ModelFormat.PICKLE, None, supported=False,
+                       reason="pickle checkpoints are not loaded"),
+        ]
+        self.current = self.entries[0]
+        self.gate = threading.Event()
+        self.gate.set()
+        self.requests: list[GenerationRequest] = []
+        self.refreshes = 0
+
+    def close(self):
+        self.gate.set()
+        self.queue.stop()
+
+    def status(self):
+        return FakeStatus("ready", self.current.title, self.current.family.value, "", len(self.queue), "cpu", "fp32")
+
+    def models(self, refresh: bool = False):
+        self.refreshes += bool(refresh)
+        return list(self.entries)
+
+    def _entry(self, name):
+        for e in self.entries:
+            if name in (e.name, e.title):
+                return e
+        raise ModelNotFound(f"no model named {name!r}")
+
+    def family_of(self, model_name=None):
+        return self._entry(model_name).family if model_name else self.current.family
+
+    def suggested_models(self):
+        return [{"repo_id": "Tongyi-MAI/Z-Image-Turbo", "family": "zimage", "note": "needs >= 16 GB"}]
+
+    def queue_position(self, job):
+        return self.queue.position(job)
+
+    def interrupt(self):
+        return self.queue.interrupt()
+
+    def switch_model(self, name):
+        entry = self._entry(name)
+
+        def run(ctx):
+            ctx.report("loading")
+            if entry.name == "broken":
+                raise ModelLoadError("broken.safetensors is truncated")
+            self.current = entry
+            return entry
+        return self.queue.submit("switch", run)
+
+    def generate(self, request: GenerationRequest):
+        family = self.current.family
+        req = request.with_defaults(family)
+        req.check_inputs(family)
+        self.requests.append(req)
+
+        def run(ctx):
+            start = time.perf_counter()
+            for i in range(req.steps):
+                ctx.check_cancelled()
+                ctx.report("denoising", i + 1, req.steps)
+                if i + 1 == 3:
+                    self.gate.wait(10)
+            count = req.batch_size * req.batch_count
+            seed = req.seed if req.seed >= 0 else 42
+            seeds = [seed + i for i in range(count)]
+            images = [Image.new("RGB", (req.width, req.height), (10 * i, 80, 160)) for i in range(count)]
+            texts = [build_infotext(req.prompt, req.negative_prompt,
+                                    {"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale,
+                                     "Seed": s, "Size": f"{req.width}x{req.height}", "Model": self.current.name})
+                     for s in seeds]
+            return GenerationResult(images, seeds, texts, [], self.current.title, time.perf_counter() - start)
+        return self.queue.submit("generate", run)
+
+    def download_model(self, repo_id):
+        if repo_id.count("/") != 1:
+            raise DownloadError(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
+
+        def run(ctx):
+            ctx.report("downloading", 512 * 1024, 2 * 1024 * 1024)
+            self.gate.wait(10)
+            ctx.report("downloading", 2 * 1024 * 1024, 2 * 1024 * 1024)
+            return Path("/hf/models--" + repo_id.replace("/", "--"))
+        return self.queue.submit("download", run)
+
+
+@pytest.fixture
+def engine():
+    e = FakeEngine()
+    yield e
+    e.close()
+
+
+def endpoint(demo: gr.Blocks, api_name: str):
+    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+
+
+def run_until(gen, predicate, limit_s: float = 10.0):
+    """Advance a handler generator until ``predicate(output)``; return the outputs seen."""
+    seen = []
+    deadline = time.monotonic() + limit_s
+    for out in gen:
+        seen.append(out)
+        if predicate(out) or time.monotonic() > deadline:
+            break
+    return seen
+
+
+def txt2img_args(**over):
+    values = dict(prompt="a face", negative_prompt="", sampler="Euler", steps=5, cfg_scale=7.0, width=64,
+                  height=64, seed=7, batch_size=2, batch_count=1, clip_skip=1)
+    values.update(over)
+    return [values[name] for name in PARAM_FIELDS]
+
+
+# -- import hygiene ---------------------------------------------------------------------------------
+
+def test_ui_import_leaves_torch_out():
+    code = ("import sys, modules.ui, modules.ui.txt2img, modules.ui.pnginfo, modules.ui.models_tab; "
+            "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
+            "print('HEAVY', bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+# -- translation --------------------------------------------------------------------------------------
+
+def test_tables_have_the_same_keys_and_no_empty_strings():
+    assert set(EN) == set(ZH)
+    assert all(EN[k] and ZH[k] for k in EN)
+    # the same placeholders in both languages
+    for key in EN:
+        assert set(re.findall(r"{(\w+)}", EN[key])) == set(re.findall(r"{(\w+)}", ZH[key])), key
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def test_every_error_code_and_request_field_is_translated():
+    codes = {VisageError.code} | {c.code for c in _all_subclasses(VisageError)}
+    assert {"invalid_request", "queue_full", "download_error", "model_load_error"} <= codes
+    for code in codes:
+        assert f"error.{code}" in EN and f"error.{code}" in ZH, code
+    for name in PARAM_FIELDS:
+        assert f"field.{name}" in EN, name
+
+
+def test_every_key_used_in_the_ui_source_exists():
+    used = set()
+    for path in (REPO / "modules" / "ui").glob("*.py"):
+        used |= set(re.findall(r'\bt\(\s*"([a-z0-9_.]+)"', path.read_text(encoding="utf-8")))
+    assert len(used) > 60
+    assert sorted(used - set(EN)) == []
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_page_builds_and_every_visible_string_is_translated(engine, lang):
+    t = Translator(lang, strict=True)
+    demo = build_blocks(engine, t)
+    assert isinstance(demo, gr.Blocks)
+    assert not t.missing
+    shown = []
+    for block in demo.blocks.values():
+        for attr in ("label", "info", "placeholder"):
+            value = getattr(block, attr, None)
+            if isinstance(value, str) and value:
+                shown.append(value)
+        if isinstance(block, (gr.Button, gr.Markdown)) and block.value:
+            shown.append(block.value)
+        if isinstance(block, gr.Dataframe):
+            shown.extend(block.headers)
+    assert len(shown) > 30
+    escaped = [s for s in shown if s not in t.produced]
+    assert escaped == []
+    if lang == "zh":
+        assert "提示词" in shown and "Prompt" not in shown
+    public = {f.api_name for f in demo.fns.values() if f.api_visibility == "public"}
+    assert {"generate", "interrupt", "switch_model", "refresh_models", "status", "png_info",
+            "download_model"} <= public
+
+
+def test_build_page_follows_settings_and_lang(engine, monkeypatch):
+    demo = build_page(engine, Settings(lang="zh"), lang=None)
+    assert demo.title == ZH["app.title"]
+    labels = {getattr(b, "label", None) for b in demo.blocks.values()}
+    assert ZH["tab.pnginfo"] in labels
+    labels = {getattr(b, "label", None) for b in build_page(engine, Settings(lang="zh"), lang="en").blocks.values()}
+    assert EN["tab.pnginfo"] in labels and ZH["tab.pnginfo"] not in labels
+    monkeypatch.setenv("LANGUAGE", "zh_CN:zh")
+    assert resolve_lang("auto") == "zh"
+    monkeypatch.setenv("LANGUAGE", "de_DE")
+    assert resolve_lang("auto") == "en"
+    with pytest.raises(ValueError):
+        resolve_lang("fr")
+
+
+@pytest.mark.parametrize("bad", [
+    dict(prompt="x" * 5000), dict(steps=0), dict(cfg_scale=31.0), dict(width=500), dict(height=4096),
+    dict(seed=-2), dict(batch_size=0), dict(batch_count=99), dict(sampler="Nope"), dict(clip_skip=0),
+])
+def test_every_request_rule_is_translated_to_chinese(bad):
+    req = GenerationRequest(**{**dict(prompt="p"), **bad}).with_defaults(Family.SD15)
+    with pytest.raises(InvalidRequest) as info:
+        req.check_inputs(Family.SD15)
+    zh = error_text(Translator("zh", strict=True), info.value)
+    en = error_text(Translator("en", strict=True), info.value)
+    assert "must" not in zh and zh.startswith("参数“")
+    assert info.value.rule in en
+
+
+# -- txt2img ------------------------------------------------------------------------------------------
+
+def test_generate_yields_step_progress_then_images(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    engine.gate.clear()
+    gen = endpoint(demo, "generate")(*txt2img_args())
+    seen = run_until(gen, lambda out: out[2] == "Step 3/5")
+    assert seen[-1][2] == "Step 3/5", seen
+    engine.gate.set()
+    rest = list(gen)
+    gallery, infotext, status, texts, seeds = rest[-1]
+    assert len(gallery) == 2 and gallery[0].size == (64, 64)
+    assert gallery[0].info["parameters"] == texts[0]
+    assert infotext.startswith("a face\n") and "Seed: 7" in infotext and "Sampler: Euler" in infotext
+    assert seeds == [7, 8]
+    assert status.startswith("Done: 2 image(s)")
+    req = engine.requests[-1]
+    assert (req.steps, req.width, req.sampler, req.batch_size, req.seed) == (5, 64, "Euler", 2, 7)
+
+
+def test_generate_reports_queue_position(engine):
+    demo = build_blocks(engine, Translator("zh", strict=True))
+    release = threading.Event()
+    started = threading.Event()
+    blocker = engine.queue.submit("blocker", lambda ctx: (started.set(), release.wait(10)))
+    assert started.wait(5)
+    try:
+        gen = endpoint(demo, "generate")(*txt2img_args(steps=2, batch_size=1))
+        first = next(gen)
+        assert first[2] == "排队中：第 1 位"
+    finally:
+        release.set()
+    final = list(gen)[-1]
+    assert len(final[0]) == 1 and final[2].startswith("完成：1 张图片")
+    blocker.wait(5)
+
+
+def test_empty_fields_mean_family_defaults(engine):
+    demo = build_blocks(engine, Translator("en"))
+    list(endpoint(demo, "generate")(*txt2img_args(sampler=None, steps=None, cfg_scale=None, width=None,
+                                                  height=None, seed=None, batch_size=1)))
+    req = engine.requests[-1]
+    assert (req.steps, req.cfg_scale, req.width, req.sampler, req.seed) == (25, 7.0, 512, "DPM++ 2M Karras", -1)
+
+
+@pytest.mark.parametrize("lang, expected", [
+    ("en", "Width: must be a multiple of 8"),
+    ("zh", "参数“宽度”无效：必须是 8 的倍数"),
+])
+def test_invalid_request_becomes_a_translated_error(engine, lang, expected):
+    demo = build_blocks(engine, Translator(lang, strict=True))
+    with pytest.raises(gr.Error) as info:
+        next(endpoint(demo, "generate")(*txt2img_args(width=500)))
+    assert info.value.message == expected
+    assert info.value.title == (EN if lang == "en" else ZH)["error.title"]
+    assert "Traceback" not in info.value.message
+    with pytest.raises(gr.Error) as info:
+        next(endpoint(demo, "generate")(*txt2img_args(steps="many")))
+    assert "must be a number" in info.value.message or "必须是数字" in info.value.message
+
+
+def test_interrupt_stops_the_job_and_says_so(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    engine.gate.clear()
+    gen = endpoint(demo, "generate")(*txt2img_args())
+    run_until(gen, lambda out: out[2] == "Step 3/5")
+    endpoint(demo, "interrupt")()
+    engine.gate.set()
+    with pytest.warns(UserWarning, match="Interrupted at step 3/5"):
+        rest = list(gen)
+    assert rest[-1][2] == "Interrupted at step 3/5"
+
+
+def test_abandoned_generation_is_cancelled(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    engine.gate.clear()
+    gen = endpoint(demo, "generate")(*txt2img_args())
+    run_until(gen, lambda out: out[2] == "Step 3/5")
+    job = engine.queue.current
+    gen.close()  # what gradio does when the browser tab closes
+    engine.gate.set()
+    with pytest.raises(errors.Interrupted):
+        job.wait(5)
+
+
+def test_failed_job_shows_message_not_traceback(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+
+    def boom(request):
+        return engine.queue.submit("generate", lambda ctx: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    engine.generate = boom
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(gr.Error) as info:
+            list(endpoint(demo, "generate")(*txt2img_args()))
+    assert info.value.message == "Unexpected failure (RuntimeError): CUDA out of memory"
+
+
+# -- model switching -------------------------------------------------------------------------------
+
+def test_switching_model_resets_family_defaults(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    outputs = list(endpoint(demo, "switch_model")("tiny-zimage"))
+    dropdown_first, _, sampler, steps, cfg, width, height, clip_skip = outputs[0]
+    assert [c[1] for c in sampler.choices] == list(FLOW_SAMPLERS)
+    assert sampler.value == FLOW_SAMPLERS[0]
+    assert (steps.value, cfg.value, width.value, height.value) == (8, 0.0, 1024, 1024)
+    assert clip_skip.interactive is False
+    assert outputs[-1][0] == "tiny-zimage" and engine.current.name == "tiny-zimage"
+    assert "tiny-zimage" in outputs[-1][1]  # the status line
+
+
+def test_failed_switch_restores_and_explains(engine):
+    demo = build_blocks(engine, Translator("zh", strict=True))
+    gen = endpoint(demo, "switch_model")("broken")
+    outputs = []
+    with pytest.raises(gr.Error) as info:
+        for out in gen:
+            outputs.append(out)
+    assert info.value.message == "模型加载失败：broken.safetensors is truncated"
+    restored = outputs[-1]
+    assert restored[0].value == "tiny-sd15"
+    assert [c[1] for c in restored[2].choices] == list(SD_SAMPLERS)
+    with pytest.raises(gr.Error) as info:
+        list(endpoint(demo, "switch_model")("nope"))
+    assert info.value.message.startswith("找不到模型：")
+
+
+# -- PNG Info ----------------------------------------------------------------------------------------
+
+def _png(path: Path, text: str | None) -> Path:
+    meta = PngInfo()
+    if text is not None:
+        meta.add_text("parameters", text)
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(path, pnginfo=meta)
+    return path
+
+
+def test_png_info_reads_a1111_parameters(engine, tmp_path):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    read = endpoint(demo, "png_info")
+    text, rows, message = read(str(_png(tmp_path / "a.png", A1111_TEXT)))
+    assert text == A1111_TEXT and message == ""
+    assert ["Prompt", "portrait of a woman, soft light"] in rows
+    assert ["Negative prompt", "blurry, lowres"] in rows
+    assert ["Steps", "20"] in rows and ["Size", "512x768"] in rows and ["Clip skip", "2"] in rows
+    text, rows, message = read(str(_png(tmp_path / "b.png", None)))
+    assert (text, rows, message) == ("", [], EN["pnginfo.none"])
+    (tmp_path / "c.png").write_bytes(b"not an image at all")
+    with pytest.raises(gr.Error) as info:
+        read(str(tmp_path / "c.png"))
+    assert info.value.message.startswith("Image: ")
+
+
+def test_send_to_txt2img_fills_fields_and_switches_tab(engine):
+    t = Translator("en", strict=True)
+    out = make_send_to_txt2img(engine, t)(A1111_TEXT)
+    values = dict(zip(PARAM_FIELDS, out[:-1]))
+    assert values["prompt"] == "portrait of a woman, soft light"
+    assert values["negative_prompt"] == "blurry, lowres"
+    assert (values["steps"], values["cfg_scale"], values["seed"]) == (20, 6.5, 1234)
+    assert (values["width"], values["height"], values["clip_skip"]) == (512, 768, 2)
+    assert values["sampler"] == "DPM++ 2M Karras"
+    assert out[-1].selected == "txt2img"
+    # a Z-Image model has no DPM++ sampler: the field is left alone, with a warning
+    engine.current = engine.entries[1]
+    with pytest.warns(UserWarning, match="DPM\\+\\+ 2M Karras"):
+        out = make_send_to_txt2img(engine, t)(A1111_TEXT)
+    assert dict(zip(PARAM_FIELDS, out[:-1]))["sampler"] == gr.skip()
+
+
+# -- Models tab ---------------------------------------------------------------------------------------
+
+def test_models_table_and_refresh(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    table = next(b for b in demo.blocks.values() if isinstance(b, gr.Dataframe) and b.label == EN["models.found"])
+    rows = table.value["data"]
+    assert ["tiny-sd15", "Stable Diffusion 1.5", "single-file", "0123456789", "✅ supported"] in rows
+    assert ["old", "—", "pickle", "", "⛔ pickle checkpoints are not loaded"] in rows
+    summary, rows = endpoint(demo, "refresh_models")()
+    assert engine.refreshes == 1 and summary == "4 model(s), 3 supported" and len(rows) == 4
+    model_dd = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == EN["model.label"])
+    assert [c[1] for c in model_dd.choices] == ["tiny-sd15", "tiny-zimage", "broken"]
+    assert model_dd.value == "tiny-sd15"
+
+
+def test_download_shows_progress_and_errors(engine):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    download = endpoint(demo, "download_model")
+    engine.gate.clear()
+    gen = download(" Tongyi-MAI/Z-Image-Turbo ")
+    seen = run_until(gen, lambda html: "<progress" in html)
+    assert 'value="25"' in seen[-1] and "25% · 0.5 / 2.0 MB" in seen[-1]
+    engine.gate.set()
+    assert list(gen)[-1] == "Downloaded Tongyi-MAI/Z-Image-Turbo to /hf/models--Tongyi-MAI--Z-Image-Turbo"
+    zh_download = endpoint(build_blocks(engine, Translator("zh", strict=True)), "download_model")
+    with pytest.raises(gr.Error) as info:
+        next(zh_download("nonsense"))
+    assert info.value.message.startswith("下载失败：")
+
+
+# -- over HTTP ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_generate_over_gradio_client(engine, tmp_path):
+    from gradio_client import Client
+
+    demo = build_blocks(engine, Translator("en", strict=True))
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path),
+                        analytics_enabled=False)
+        gallery, infotext, status = client.predict(prompt="a face", steps=4, width=64, height=64, seed=11,
+                                                   sampler="Euler", api_name="/generate")
+        assert len(gallery) == 1 and "Seed: 11" in infotext and status.startswith("Done: 1 image(s)")
+        with Image.open(gallery[0]["image"]) as im:
+            assert im.size == (64, 64)
+            assert im.info.get("parameters") == infotext  # the PNG a user downloads keeps its infotext
+        assert client.predict(api_name="/status").startswith("🟢 Ready · tiny-sd15 [0123456789]")
+        with pytest.raises(Exception, match="Width: must be a multiple of 8"):
+            client.predict(prompt="x", width=100, api_name="/generate")
+        client.predict(api_name="/interrupt")  # nothing running: a no-op, not an error
+        client.predict("tiny-zimage", api_name="/switch_model")
+        assert engine.current.name == "tiny-zimage"
+        # the page was built for SD1.5: sampler=None gives the new family's default sampler
+        gallery, infotext, _ = client.predict(prompt="z", width=64, height=64, sampler=None, steps=3,
+                                              cfg_scale=0, api_name="/generate")
+        assert "Sampler: Euler (flow match)" in infotext and "Steps: 3" in infotext
+    finally:
+        demo.close()
