@@ -108,7 +108,8 @@ VAE_ORIGINAL = {"encoder.conv_in.weight": (4, 3, 3, 3), "encoder.down.0.block.0.
 VAE_DIFFUSERS = {"encoder.down_blocks.0.resnets.0.conv1.weight": (4, 4, 3, 3),
                  "decoder.up_blocks.0.resnets.0.conv1.weight": (4, 4, 3, 3), "quant_conv.weight": (8, 8, 1, 1)}
 EMBEDDING = {"emb_params": (2, 768)}
-CONTROLNET = {"control_model.input_hint_block.0.weight": (4, 3, 3, 3), "control_model.zero_convs.0.0.weight": (4, 4, 1, 1)}
+CONTROLNET = {"control_model.input_hint_block.0.weight": (4, 3, 3, 3),
+              "control_model.zero_convs.0.0.weight": (4, 4, 1, 1)}
 TEXT_ENCODER = {"text_model.embeddings.token_embedding.weight": (16, 4),
                 "text_model.encoder.layers.0.self_attn.q_proj.weight": (4, 4)}
 QWEN_TE = {"model.embed_tokens.weight": (16, 4), "model.layers.0.self_attn.q_proj.weight": (4, 4)}
@@ -369,7 +370,8 @@ def make_diffusers_folder(folder: Path, cls: str, component: str, config: dict, 
         (folder / c).mkdir(exist_ok=True)
     (folder / component / "config.json").write_text(json.dumps(config))
     if weights:
-        save_file({"w": np.arange(4, dtype=np.float32)}, str(folder / component / "diffusion_pytorch_model.safetensors"))
+        save_file({"w": np.arange(4, dtype=np.float32)},
+                  str(folder / component / "diffusion_pytorch_model.safetensors"))
         (folder / "vae").mkdir(exist_ok=True)
         save_file({"v": np.ones(3, dtype=np.float32)}, str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
     return folder
@@ -706,3 +708,39 @@ def test_real_cloneofsimo_lora_is_recognised_as_lora():
     for path in sorted((SHARED / "assets" / "lora").glob("*.safetensors")):
         entry = entry_for_file(path, path.stem)
         assert entry.reason == LORA_REASON and entry.details["kind"] == "lora", path.name
+
+
+# ------------------------------------------------------------------------------------------------
+# the tiny real-format models written by modules.tiny (needs torch/diffusers; skipped without them)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    try:
+        from modules.tiny import make_tiny_model
+    except ImportError as exc:
+        pytest.skip(f"modules.tiny unavailable: {exc}")
+    folders = Folders(models=tmp_path_factory.mktemp("tiny") / "models", outputs=Path("unused"), cache=Path("unused"))
+    written = {}
+    for family in Family:
+        for fmt in (ModelFormat.DIFFUSERS, ModelFormat.SINGLE_FILE):
+            out = folders.checkpoints / f"tiny-{family.value}-{fmt}"
+            written[(family, fmt)] = Path(make_tiny_model(family, fmt, out, seed=0))
+    return folders, written
+
+
+def test_tiny_models_identify(tiny_models, tmp_path):
+    folders, written = tiny_models
+    reg = ModelRegistry(folders, HashCache(tmp_path / "h.json"), hf_cache=tmp_path / "nohf")
+    entries = reg.scan(compute_hashes=False)
+    assert len(entries) == 6  # component weights inside the diffusers folders are not listed
+    for (family, fmt), path in written.items():
+        entry = reg.get(f"tiny-{family.value}-{fmt}")
+        assert entry.path == path
+        assert entry.format == fmt, entry
+        assert entry.supported and entry.family is family, entry
+        if fmt == ModelFormat.SINGLE_FILE:
+            assert entry.details.get("embedded_config") is True
+            # identified by key names alone too, not only through visage.family metadata
+            header = read_header(path)
+            assert identify_keys(header.shapes()).family is family

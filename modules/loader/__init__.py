@@ -165,11 +165,11 @@ def _zimage_text_encoder(weights: dict | None, config_dir: Path, companion: Path
 
     if weights is None:
         return AutoModel.from_pretrained(str(companion / "text_encoder"), dtype=dtype, local_files_only=True)
-    with init_empty_weights():
+    with init_empty_weights():  # parameters on "meta", buffers (RoPE frequencies) real and float32
         model = Qwen3Model(AutoConfig.from_pretrained(str(config_dir / "text_encoder"), local_files_only=True))
-    state = {k[len(ZIMAGE_TE_PREFIX):]: v for k, v in weights.items()}
+    state = {k[len(ZIMAGE_TE_PREFIX):]: v.to(dtype) for k, v in weights.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    return model.to(dtype).eval()
+    return model.eval()
 
 
 def _zimage_vae(weights: dict | None, config_dir: Path, companion: Path | None, dtype):

@@ -37,10 +37,19 @@ def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) ->
     out = Path(out)
     if fmt == ModelFormat.DIFFUSERS:
         pipe.save_pretrained(str(out))
+        _write_clip_tokenizer_files(out)
         return out
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
     return save_single_file(pipe, family, out, {"visage.tiny": "true", "visage.seed": str(seed)})
+
+
+def _write_clip_tokenizer_files(folder: Path) -> None:
+    """Give tokenizer*/ the files real SD repositories have (vocab.json, merges.txt, configs), not tokenizer.json."""
+    for name, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")):
+        config = folder / name / "tokenizer_config.json"
+        if config.is_file() and '"CLIPTokenizer"' in config.read_text(encoding="utf-8"):
+            write_tiny_clip_tokenizer(folder / name, pad_token=pad)
 
 
 def install_tiny_clip_tokenizer(folders: Folders) -> Path:
