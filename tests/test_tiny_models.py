@@ -49,6 +49,8 @@ def test_make_load_generate(family, fmt, tiny_models, tiny_folders):
     assert images.std() > 0.01  # an actual (noisy) picture, not a constant
     if family is Family.SD15:
         assert pipe.safety_checker is None
+    if family is Family.SDXL:
+        assert pipe.tokenizer.pad_token == "<|endoftext|>" and pipe.tokenizer_2.pad_token == "!"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -78,14 +80,17 @@ def test_single_file_reload_is_bit_exact(family, tiny_models, tiny_folders, tmp_
 
 
 SAMPLE_KEYS = {
-    Family.SD15: ["model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.middle_block.1.proj_in.weight",
+    Family.SD15: ["model.diffusion_model.input_blocks.0.0.weight",
+                  "model.diffusion_model.middle_block.1.proj_in.weight",
                   "model.diffusion_model.output_blocks.2.2.conv.weight", "model.diffusion_model.out.2.weight",
-                  "first_stage_model.encoder.down.0.block.0.norm1.weight", "first_stage_model.decoder.mid.attn_1.q.weight",
+                  "first_stage_model.encoder.down.0.block.0.norm1.weight",
+                  "first_stage_model.decoder.mid.attn_1.q.weight",
                   "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"],
     Family.SDXL: ["model.diffusion_model.label_emb.0.0.weight", "first_stage_model.decoder.up.1.upsample.conv.weight",
                   "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
                   "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
-                  "conditioner.embedders.1.model.text_projection", "conditioner.embedders.1.model.positional_embedding"],
+                  "conditioner.embedders.1.model.text_projection",
+                  "conditioner.embedders.1.model.positional_embedding"],
     Family.ZIMAGE: ["model.diffusion_model.layers.0.attention.qkv.weight", "model.diffusion_model.x_embedder.weight",
                     "model.diffusion_model.final_layer.linear.weight", "model.diffusion_model.cap_pad_token",
                     "vae.decoder.up.0.block.0.conv1.weight", "text_encoders.qwen3.embed_tokens.weight"],
@@ -99,7 +104,8 @@ def test_single_file_uses_the_original_layout(family, tiny_models):
     for key in SAMPLE_KEYS[family]:
         assert key in state, key
     diffusers_style = (".down_blocks.", ".up_blocks.", ".mid_block.", ".attention.to_q.", ".self_attn.q_proj.")
-    assert not [k for k in state if any(s in k for s in diffusers_style) and k.startswith(("model.", "first_stage", "vae."))]
+    original_parts = ("model.", "first_stage_model.", "vae.")
+    assert not [k for k in state if k.startswith(original_parts) and any(s in k for s in diffusers_style)]
     assert not [k for k in state if k.startswith(("unet.", "transformer.", "text_encoder."))]
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()

@@ -192,27 +192,32 @@ def _zimage_tokenizer(metadata: dict, companion: Path | None, tmp: Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def _split_zimage(path: Path) -> tuple[dict, dict, dict]:
+    """(DiT, text-encoder, VAE) tensors of a Z-Image single file; the last two are empty in DiT-only files."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    te = {k: v for k, v in state.items() if k.startswith(ZIMAGE_TE_PREFIX)}
+    vae = {k: v for k, v in state.items() if k.startswith(ZIMAGE_VAE_PREFIX)}
+    dit = {k: v for k, v in state.items() if k not in te and k not in vae}
+    return dit, te, vae
+
+
 def _load_zimage_file(path: Path, folders: Folders, hf_cache: Path | None, dtype):
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-    from safetensors.torch import load_file
 
     header = read_header(path)
     metadata = header.get("__metadata__") or {}
-    keys = [k for k in header if k != "__metadata__"]
-    embedded = (any(k.startswith(ZIMAGE_TE_PREFIX) for k in keys) and TOKENIZER_KEY in metadata
-                and any(k.startswith(ZIMAGE_VAE_PREFIX) for k in keys))
+    embedded = TOKENIZER_KEY in metadata and all(any(k.startswith(p) for k in header)
+                                                 for p in (ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX))
     companion = None if embedded else find_zimage_companion(folders, hf_cache, path.name)
     with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp, _load_errors(path):
         config = assemble_config(Family.ZIMAGE, Path(tmp), embedded_configs(metadata))
-        state = load_file(str(path))
-        parts = {p: {k: v for k, v in state.items() if k.startswith(p)} for p in (ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX)}
-        dit = {k: v for k, v in state.items() if not k.startswith((ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX))}
-        del state
-        transformer = ZImageTransformer2DModel.from_single_file(dit, config=str(config), subfolder="transformer",
-                                                                dtype=dtype, local_files_only=True)
+        dit, te, vae = _split_zimage(path)
         return ZImagePipeline(
-            transformer=transformer,
-            text_encoder=_zimage_text_encoder(None if companion else parts[ZIMAGE_TE_PREFIX], config, companion, dtype),
-            vae=_zimage_vae(None if companion else parts[ZIMAGE_VAE_PREFIX], config, companion, dtype),
+            transformer=ZImageTransformer2DModel.from_single_file(
+                dit, config=str(config), subfolder="transformer", dtype=dtype, local_files_only=True),
+            text_encoder=_zimage_text_encoder(None if companion else te, config, companion, dtype),
+            vae=_zimage_vae(None if companion else vae, config, companion, dtype),
             tokenizer=_zimage_tokenizer(metadata, companion, Path(tmp)),
             scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(str(companion or config), subfolder="scheduler"))

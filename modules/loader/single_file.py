@@ -81,9 +81,9 @@ def read_header(path: Path) -> dict:
             raise ModelLoadError(f"{path.name}: not a complete safetensors file (bad or truncated header)")
         try:
             header = json.loads(fh.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ModelLoadError(f"{path.name}: corrupt safetensors header ({exc})") from exc
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
     if 8 + length + max(ends, default=0) > size:
         raise ModelLoadError(f"{path.name}: file is truncated ({size} bytes, tensors need "
                              f"{8 + length + max(ends)}); download or copy it again")
@@ -97,16 +97,6 @@ def read_metadata(path: Path) -> dict[str, str]:
 def embedded_configs(metadata: dict[str, str]) -> dict[str, dict]:
     """``{component: config}`` from Visage's own files; empty for files from elsewhere."""
     return json.loads(metadata[CONFIGS_KEY]) if CONFIGS_KEY in metadata else {}
-
-
-def split_by_prefix(state: dict, family: Family) -> dict[str, dict]:
-    """Group a single-file state dict by component (prefixes kept), per :data:`LAYOUTS`."""
-    parts: dict[str, dict] = {}
-    for name, (prefix, _) in LAYOUTS[Family(family)].items():
-        found = {k: v for k, v in state.items() if k.startswith(prefix)}
-        if found:
-            parts[name] = found
-    return parts
 
 
 # ----------------------------------------------------------------------------------- diffusers -> original
@@ -123,7 +113,8 @@ def _unet_block_prefixes(config: dict) -> list[tuple[str, str, bool]]:
     levels = len(config["block_out_channels"])
     out = [("time_embedding.linear_1.", "time_embed.0.", False), ("time_embedding.linear_2.", "time_embed.2.", False),
            ("add_embedding.linear_1.", "label_emb.0.0.", False), ("add_embedding.linear_2.", "label_emb.0.2.", False),
-           ("conv_in.", "input_blocks.0.0.", False), ("conv_norm_out.", "out.0.", False), ("conv_out.", "out.2.", False),
+           ("conv_in.", "input_blocks.0.0.", False), ("conv_norm_out.", "out.0.", False),
+           ("conv_out.", "out.2.", False),
            ("mid_block.resnets.0.", "middle_block.0.", True), ("mid_block.attentions.0.", "middle_block.1.", False),
            ("mid_block.resnets.1.", "middle_block.2.", True)]
     for i in range(levels):
@@ -136,9 +127,10 @@ def _unet_block_prefixes(config: dict) -> list[tuple[str, str, bool]]:
             out += [(f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{n}.0.", True),
                     (f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{n}.1.", False)]
         if i < levels - 1:
-            up_slot = 2 if "CrossAttn" in config["up_block_types"][i] else 1
+            up_slot = 2 if "CrossAttn" in config["up_block_types"][i] else 1  # after the attention, if any
+            last_up = i * (per + 1) + per
             out += [(f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(i + 1) * (per + 1)}.0.op.", False),
-                    (f"up_blocks.{i}.upsamplers.0.conv.", f"output_blocks.{i * (per + 1) + per}.{up_slot}.conv.", False)]
+                    (f"up_blocks.{i}.upsamplers.0.conv.", f"output_blocks.{last_up}.{up_slot}.conv.", False)]
     return out
 
 

@@ -1,6 +1,6 @@
 """Apply LoRAs to a loaded diffusers pipeline, reversibly, with diffusers/PEFT doing the injection.
 
-Each LoRA file becomes one PEFT adapter named after its hash (``lora_<12 hex>``), loaded once and
+Each LoRA file becomes one PEFT adapter named after its sha256 (``lora_<16 hex>``), loaded once and
 kept resident (up to ``max_resident``) so that changing weights or switching between LoRAs already
 seen is only a ``set_adapters`` call: no file is read and the base model is never reloaded. When no
 LoRA is wanted the adapters are disabled (PEFT then returns the base layer's output unchanged, so the
@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,9 +100,11 @@ def text_encoder_state(applied: Sequence[AppliedLora]) -> list[tuple[str, str, f
 
 
 def adapter_name(info: LoraInfo) -> str:
-    if not info.hash:
-        raise ValueError("LoraInfo has no hash yet")
-    return ADAPTER_PREFIX + info.hash
+    """PEFT adapter name of a LoRA file: from the whole-file sha256, because metadata (diffusers'
+    rank/alpha) changes what a file does while the A1111 (data-only) hash stays the same."""
+    if not info.sha256:
+        raise ValueError("LoraInfo has no sha256 yet")
+    return ADAPTER_PREFIX + info.sha256[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,9 +439,13 @@ def _plan_sd(pipe, components, info: LoraInfo, sd, metadata) -> _Plan:
         if not layers:
             continue
         state = {}
+        # Text encoders get diffusers' "lora_linear_layer" names: its text-encoder loader infers the
+        # key style from q/k/v/out_proj keys and fails on PEFT-style files that only touch mlp layers.
+        down, up = ((".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight") if comp in TEXT_ENCODERS
+                    else (".lora_A.weight", ".lora_B.weight"))
         for module, layer in layers.items():
-            state[f"{comp}.{module}.lora_A.weight"] = layer.down
-            state[f"{comp}.{module}.lora_B.weight"] = layer.up
+            state[f"{comp}.{module}{down}"] = layer.down
+            state[f"{comp}.{module}{up}"] = layer.up
             for suffix, tensor in layer.extra.items():
                 state[f"{comp}.{module}.{suffix}"] = tensor
         plan.state_dicts[comp] = state
@@ -532,7 +539,7 @@ class LoraPatcher:
         return state
 
     def _hashed(self, info: LoraInfo) -> LoraInfo:
-        if info.hash:
+        if info.hash and info.sha256:
             return info
         st = os.stat(info.path)
         key = (os.path.realpath(info.path), st.st_size, st.st_mtime_ns)
@@ -581,22 +588,33 @@ class LoraPatcher:
                             f"({len(plan.unmatched)} layers unmatched, e.g. {ex})")
         loaded: list[str] = []
         try:
-            for comp, state_dict in plan.state_dicts.items():
-                model = getattr(pipe, comp)
-                if comp in DENOISERS:
-                    model.load_lora_adapter(state_dict, prefix=comp, adapter_name=adapter,
-                                            metadata=plan.configs.get(comp), _pipeline=pipe)
-                else:
-                    pipe.load_lora_into_text_encoder(state_dict, network_alphas=None, text_encoder=model,
-                                                     prefix=comp, lora_scale=1.0, adapter_name=adapter,
-                                                     _pipeline=pipe, metadata=plan.configs.get(comp))
-                loaded.append(comp)
+            with warnings.catch_warnings():
+                # PEFT warns whenever a second adapter joins a model; resident adapters are the point here
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                self._inject(pipe, plan, adapter, loaded)
         except Exception as exc:
             self._delete(pipe, adapter, loaded)
             raise LoraError(f"LoRA '{info.name}' could not be loaded: {exc}") from exc
         notes = list(info.notes)
         return _Resident(adapter=adapter, info=info, components=tuple(loaded), unmatched=plan.unmatched,
                          notes=notes)
+
+    @staticmethod
+    def _inject(pipe, plan: _Plan, adapter: str, loaded: list[str]) -> None:
+        """Hand each component's state dict to diffusers/PEFT; ``loaded`` lists the components done."""
+        for comp, state_dict in plan.state_dicts.items():
+            model = getattr(pipe, comp)
+            config = plan.configs.get(comp)
+            # diffusers strips "<component>." from metadata keys as it does from weight keys
+            config = {f"{comp}.{k}": v for k, v in config.items()} if config else None
+            if comp in DENOISERS:
+                model.load_lora_adapter(state_dict, prefix=comp, adapter_name=adapter,
+                                        metadata=config, _pipeline=pipe)
+            else:
+                pipe.load_lora_into_text_encoder(state_dict, network_alphas=None, text_encoder=model,
+                                                 prefix=comp, lora_scale=1.0, adapter_name=adapter,
+                                                 _pipeline=pipe, metadata=config)
+            loaded.append(comp)
 
     @staticmethod
     def _delete(pipe, adapter: str, components: Sequence[str]) -> None:
@@ -642,14 +660,18 @@ class LoraPatcher:
         active = [(a, *v) for a, v in wanted.items() if v[1] != 0.0 or v[2] != 0.0]
         report.skipped = [v[0].name for v in wanted.values() if v[1] == 0.0 and v[2] == 0.0]
 
-        for a, info, _, _ in active:
-            state.tick += 1
-            if a in state.resident:
-                report.reused.append(info.name)
-            else:
-                state.resident[a] = self._load(pipe, state, info, a)
-                report.loaded.append(info.name)
-            state.resident[a].last_used = state.tick
+        try:
+            for a, info, _, _ in active:
+                state.tick += 1
+                if a in state.resident:
+                    report.reused.append(info.name)
+                else:
+                    state.resident[a] = self._load(pipe, state, info, a)
+                    report.loaded.append(info.name)
+                state.resident[a].last_used = state.tick
+        except LoraError:
+            self._activate(pipe, state, state.active)  # loading may have switched adapters on: undo
+            raise
         self._evict(pipe, state, {a for a, *_ in active})
 
         applied: list[AppliedLora] = []
@@ -662,8 +684,16 @@ class LoraPatcher:
             report.notes += [f"{info.name}: {n}" for n in res.notes]
         report.unmatched_examples = _examples(report.unmatched_examples)
 
+        self._activate(pipe, state, applied)
+        report.active = applied
+        report.applied = [x.name for x in applied]
+        return report
+
+    @staticmethod
+    def _activate(pipe, state: _PipeState, applied: list[AppliedLora]) -> None:
+        """Make ``applied`` the active set: set_adapters with per-component weights, or disable all."""
         if not applied:
-            if state.resident and not state.disabled:
+            if state.resident:
                 pipe.disable_lora()
                 state.disabled = True
         else:
@@ -674,10 +704,7 @@ class LoraPatcher:
             weights = [{c: (x.unet_weight if c in DENOISERS else x.te_weight)
                         for c in state.resident[x.adapter].components} for x in applied]
             pipe.set_adapters(names, adapter_weights=weights)
-        state.active = applied
-        report.active = applied
-        report.applied = [x.name for x in applied]
-        return report
+        state.active = list(applied)
 
     def clear(self, pipe) -> None:
         """No LoRA active (adapters stay resident for a quick return)."""

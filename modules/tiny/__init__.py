@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from modules.families import Family
-from modules.loader.tokenizers import CLIP_FOLDER_NAME
+from modules.loader.tokenizers import CLIP_FOLDER_NAME, write_clip_tokenizer
 from modules.paths import Folders
 from modules.registry.entry import ModelFormat
-from modules.tiny.tokenizers import write_tiny_clip_tokenizer
+from modules.tiny.tokenizers import learn_clip_merges, write_tiny_clip_tokenizer
 
 FORMATS = (ModelFormat.DIFFUSERS, ModelFormat.SINGLE_FILE)
 
@@ -46,10 +46,12 @@ def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) ->
 
 def _write_clip_tokenizer_files(folder: Path) -> None:
     """Give tokenizer*/ the files real SD repositories have (vocab.json, merges.txt, configs), not tokenizer.json."""
+    merges = None
     for name, pad in (("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")):
         config = folder / name / "tokenizer_config.json"
         if config.is_file() and '"CLIPTokenizer"' in config.read_text(encoding="utf-8"):
-            write_tiny_clip_tokenizer(folder / name, pad_token=pad)
+            merges = merges or learn_clip_merges()
+            write_clip_tokenizer(merges, folder / name, pad_token=pad)
 
 
 def install_tiny_clip_tokenizer(folders: Folders) -> Path:

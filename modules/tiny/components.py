@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from modules.families import Family
-from modules.tiny.tokenizers import tiny_clip_vocab_size, tiny_qwen_tokenizer, write_tiny_clip_tokenizer
+from modules.tiny.tokenizers import tiny_qwen_tokenizer, write_tiny_clip_tokenizer
 
 SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                     steps_offset=1)
@@ -32,21 +32,22 @@ def _tiny_vae(seed: int, latent_channels: int = 4, **extra):
         latent_channels=latent_channels, norm_num_groups=32, sample_size=64, **extra))
 
 
-def _clip_config(hidden: int, projection: int | None = None, layers: int = 2):
+def _clip_config(vocab_size: int, hidden: int, projection: int | None = None, layers: int = 2):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=tiny_clip_vocab_size(), hidden_size=hidden, intermediate_size=hidden * 2,
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
                           num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=77,
                           bos_token_id=0, eos_token_id=2, pad_token_id=1, projection_dim=projection or hidden,
                           hidden_act="quick_gelu", layer_norm_eps=1e-5)
 
 
-def _clip_tokenizer(pad_token: str = "<|endoftext|>"):
+def _clip_tokenizers(*pad_tokens: str) -> list:
+    """The tiny CLIP tokenizer, loaded once per pad token (SDXL's second tokenizer pads with ``!``)."""
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory(prefix="visage-tiny-clip-") as tmp:
-        folder = write_tiny_clip_tokenizer(Path(tmp) / "tok", pad_token=pad_token)
-        return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+        folder = write_tiny_clip_tokenizer(Path(tmp) / "tok")
+        return [CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, pad_token=pad) for pad in pad_tokens]
 
 
 def tiny_sd15(seed: int = 0):
@@ -58,10 +59,12 @@ def tiny_sd15(seed: int = 0):
         block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=4))
+    (tokenizer,) = _clip_tokenizers("<|endoftext|>")
     return StableDiffusionPipeline(
         vae=_tiny_vae(seed + 1, scaling_factor=0.18215),
-        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
-        tokenizer=_clip_tokenizer(), unet=unet, scheduler=PNDMScheduler(**SD_SCHEDULER, skip_prk_steps=True, set_alpha_to_one=False),
+        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(len(tokenizer), 32))),
+        tokenizer=tokenizer, unet=unet,
+        scheduler=PNDMScheduler(**SD_SCHEDULER, skip_prk_steps=True, set_alpha_to_one=False),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
@@ -78,11 +81,13 @@ def tiny_sdxl(seed: int = 0):
         transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 32,
         cross_attention_dim=32 + 64))
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="leading")
+    tokenizer, tokenizer_2 = _clip_tokenizers("<|endoftext|>", "!")
+    vocab = len(tokenizer)
     return StableDiffusionXLPipeline(
         vae=_tiny_vae(seed + 1, scaling_factor=0.13025),
-        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
-        text_encoder_2=_seeded(seed + 3, lambda: CLIPTextModelWithProjection(_clip_config(64, projection=32))),
-        tokenizer=_clip_tokenizer(), tokenizer_2=_clip_tokenizer(pad_token="!"),
+        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(vocab, 32))),
+        text_encoder_2=_seeded(seed + 3, lambda: CLIPTextModelWithProjection(_clip_config(vocab, 64, projection=32))),
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2,
         unet=unet, scheduler=scheduler, image_encoder=None, feature_extractor=None)
 
 
