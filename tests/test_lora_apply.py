@@ -20,11 +20,10 @@ tiny = pytest.importorskip("modules.tiny.components")
 from safetensors.torch import save_file  # noqa: E402
 
 from modules.families import Family  # noqa: E402
-from modules.lora import LoraError, LoraFormat, inspect_lora  # noqa: E402
+from modules.lora import LoraError, LoraFormat, ensure_hashes, inspect_lora  # noqa: E402
 from modules.lora import patcher as patcher_mod  # noqa: E402
 from modules.lora.patcher import LoraPatcher, text_encoder_state  # noqa: E402
 
-SHARED_LORA = Path(__file__).resolve().parents[2] / "shared" / "assets" / "lora"
 TOL = 1e-5
 
 
@@ -90,13 +89,13 @@ def image(pipe, family: str = "sd15"):
 
 
 def peft_reference(model, targets: list[str], rank: int = 4, alpha: float = 4.0, seed: int = 0,
-                   alpha_pattern: dict | None = None):
+                   alpha_pattern: dict | None = None, rank_pattern: dict | None = None):
     """A deep copy of ``model`` with a random PEFT LoRA on ``targets`` (the ground truth)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     ref = copy.deepcopy(model)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=False,
-                     alpha_pattern=alpha_pattern or {})
+                     alpha_pattern=alpha_pattern or {}, rank_pattern=rank_pattern or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         inject_adapter_in_model(cfg, ref, adapter_name="default")
@@ -160,9 +159,10 @@ SD15_TE = ["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.self_attn.out_
 
 def sd15_kohya(tmp_path, pipe, seed=0, name="kohya_sd15", unet_targets=SD15_UNET, te_targets=SD15_TE,
                extra=None, alpha=2.0):
-    """kohya SD1.5 LoRA (unet + te, alpha != rank, one layer with its own alpha) and its references."""
+    """kohya SD1.5 LoRA (unet + te, alpha != rank, one layer with its own alpha, one with its own
+    rank) and its references."""
     uref, _ = peft_reference(pipe.unet, unet_targets, rank=4, alpha=alpha, seed=seed,
-                             alpha_pattern={"attn2.to_k": 8.0})
+                             alpha_pattern={"attn2.to_k": 8.0}, rank_pattern={"ff.net.0.proj": 2})
     layers = ref_layers(uref, unet_targets)
     names = {m: "lora_unet_" + m.replace(".", "_") for m in unet_targets}
     tref = None
@@ -179,9 +179,9 @@ def sd15_kohya(tmp_path, pipe, seed=0, name="kohya_sd15", unet_targets=SD15_UNET
 # ---------------------------------------------------------------------------------------------
 
 def test_kohya_sd15_matches_peft_and_reports_unmatched(tmp_path, sd15):
-    fake = {"lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.ones(4, 64),
-            "lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight": torch.ones(64, 4),
-            "lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q.alpha": torch.tensor(4.0)}
+    bogus = "lora_unet_down_blocks_7_attentions_0_transformer_blocks_0_attn1_to_q"
+    fake = {f"{bogus}.lora_down.weight": torch.ones(4, 64), f"{bogus}.lora_up.weight": torch.ones(64, 4),
+            f"{bogus}.alpha": torch.tensor(4.0)}
     info, uref, tref = sd15_kohya(tmp_path, sd15, extra=fake)
     assert (info.format, info.family, info.has_text_encoder) == (LoraFormat.KOHYA, Family.SD15, True)
     report = LoraPatcher().apply(sd15, "sd15", [(info, 0.75, 0.5)])
@@ -195,6 +195,7 @@ def test_kohya_sd15_matches_peft_and_reports_unmatched(tmp_path, sd15):
     # the per-layer alpha really differs (8/4 vs 2/4): the reference would not match otherwise
     assert uref.get_submodule(SD15_UNET[1]).scaling["default"] == 2.0
     assert uref.get_submodule(SD15_UNET[0]).scaling["default"] == 0.5
+    assert sd15.unet.get_submodule(SD15_UNET[3]).r[report.active[0].adapter] == 2  # its own rank
 
 
 def test_kohya_sdxl_sgm_names_te1_te2(tmp_path, sdxl):
@@ -314,7 +315,8 @@ def _cloneofsimo_file(tmp_path, pipe, rank=2, seed=31):
     unet_order = [m for b in blocks for m in attn(b, "attn1") + [f"{b}.ff.net.0.proj"] + attn(b, "attn2")]
     te_layers = sorted({int(x.group(1)) for n, _ in pipe.text_encoder.named_modules()
                         if (x := re.match(r"encoder\.layers\.(\d+)\.self_attn$", n))})
-    te_order = [f"encoder.layers.{i}.self_attn.{p}" for i in te_layers for p in ("k_proj", "v_proj", "q_proj", "out_proj")]
+    te_order = [f"encoder.layers.{i}.self_attn.{p}"
+                for i in te_layers for p in ("k_proj", "v_proj", "q_proj", "out_proj")]
     uref, _ = peft_reference(pipe.unet, unet_order, rank=rank, alpha=rank, seed=seed)
     tref, _ = peft_reference(pipe.text_encoder, te_order, rank=rank, alpha=rank, seed=seed + 1)
     sd = {}
@@ -450,8 +452,7 @@ def test_hot_swap_reads_nothing(tmp_path, sd15, monkeypatch):
     monkeypatch.setattr(safetensors.torch, "load_file", forbidden)
     monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", forbidden)
     monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_single_file", forbidden)
-    # LoraInfo objects with their hashes already known (as the caller keeps them)
-    a_h = patcher_mod.with_hashes(a, *patcher._hash_memo[next(k for k in patcher._hash_memo if k[0].endswith("a.safetensors"))])
+    a_h = ensure_hashes(a)  # a LoraInfo whose hashes the caller already knows
     report = patcher.apply(sd15, "sd15", [(a_h, 0.5, 0.25)])
     assert report.loaded == [] and report.reused == ["a"]
     assert_delta(sd15.unet, aref, SD15_UNET[0], 0.5)
@@ -525,3 +526,79 @@ def test_unsupported_formats_are_refused_before_loading(tmp_path, sd15):
     info = inspect_lora(tmp_path / "loha.safetensors")
     with pytest.raises(LoraError, match="LoHa"):
         LoraPatcher().apply(sd15, "sd15", [(info, 1.0, 1.0)])
+
+
+def test_peft_dora_and_zimage_lokr(tmp_path, sd15, zimage):
+    """Two formats diffusers/PEFT load natively: PEFT DoRA (magnitude vectors) and Z-Image LoKr."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    target = SD15_UNET[0]
+    ref = copy.deepcopy(sd15.unet)
+    cfg = LoraConfig(r=4, lora_alpha=2, target_modules=[target], init_lora_weights=False, use_dora=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(51)
+        inject_adapter_in_model(cfg, ref, adapter_name="default")
+    StableDiffusionPipeline.save_lora_weights(tmp_path, weight_name="dora.safetensors",
+                                              unet_lora_layers=get_peft_model_state_dict(ref),
+                                              unet_lora_adapter_metadata=cfg.to_dict())
+    info = inspect_lora(tmp_path / "dora.safetensors")
+    assert info.supported and any("DoRA" in n for n in info.notes)
+    LoraPatcher().apply(sd15, "sd15", [(info, 1.0, 1.0)])
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = sd15.unet.get_submodule(target)(x), ref.get_submodule(target)(x)
+        base = ref.get_submodule(target).get_base_layer()(x)
+    assert (want - base).abs().max().item() > 0.1
+    assert (got - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item())
+
+    w1 = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    w2 = torch.randn(8, 8, generator=torch.Generator().manual_seed(2))
+    save_file({"diffusion_model.layers.0.attention.to_q.lokr_w1": w1,
+               "diffusion_model.layers.0.attention.to_q.lokr_w2": w2}, str(tmp_path / "lokr.safetensors"))
+    info = inspect_lora(tmp_path / "lokr.safetensors")
+    assert (info.format, info.family, info.supported) == (LoraFormat.LOKR, Family.ZIMAGE, True)
+    LoraPatcher().apply(zimage, "zimage", [(info, 0.5, 1.0)])
+    delta = layer_delta(zimage.transformer.get_submodule("layers.0.attention.to_q")).T
+    want = 0.5 * torch.kron(w1, w2)
+    assert (delta - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item())
+
+
+def test_failed_load_keeps_the_previous_set(tmp_path, sd15, monkeypatch):
+    a, aref, _ = sd15_kohya(tmp_path, sd15, seed=1, name="a", te_targets=[])
+    b, _, _ = sd15_kohya(tmp_path, sd15, seed=2, name="b")
+    patcher = LoraPatcher()
+    patcher.apply(sd15, "sd15", [(a, 1.0, 1.0)])
+    with_a = image(sd15)
+    real_inject = LoraPatcher._inject
+
+    def failing(pipe, plan, adapter, loaded):
+        real_inject(pipe, plan, adapter, loaded)  # the U-Net and text encoder get the adapter ...
+        raise RuntimeError("simulated failure")  # ... and then something breaks
+
+    monkeypatch.setattr(LoraPatcher, "_inject", staticmethod(failing))
+    with pytest.raises(LoraError, match="simulated failure"):
+        patcher.apply(sd15, "sd15", [(a, 1.0, 1.0), (b, 1.0, 1.0)])
+    assert [x.name for x in patcher.active(sd15)] == ["a"]
+    assert len(patcher.resident(sd15)) == 1
+    assert all(len(v) == 1 for v in sd15.get_list_adapters().values() if v)  # b's layers are gone
+    assert_delta(sd15.unet, aref, SD15_UNET[0], 1.0)
+    assert (image(sd15) == with_a).all()
+    patcher.clear(sd15)
+    assert patcher.active(sd15) == [] and patcher.resident(sd15)
+
+
+def test_bare_peft_keys_are_applied(tmp_path, sd15):
+    """A raw PEFT adapter file (no ``unet.`` prefix): diffusers 0.42's SD loader silently skips it."""
+    from peft.utils import get_peft_model_state_dict
+
+    uref, _ = peft_reference(sd15.unet, SD15_UNET[:2], rank=4, alpha=4.0, seed=61)
+    save_file({f"base_model.model.{k}": v for k, v in get_peft_model_state_dict(uref).items()},
+              str(tmp_path / "raw_peft.safetensors"))
+    info = inspect_lora(tmp_path / "raw_peft.safetensors")
+    assert info.format == LoraFormat.DIFFUSERS
+    report = LoraPatcher().apply(sd15, "sd15", [(info, 1.0, 1.0)])
+    assert report.unmatched_count == 0
+    for m in SD15_UNET[:2]:
+        assert_delta(sd15.unet, uref, m)

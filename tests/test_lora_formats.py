@@ -16,7 +16,6 @@ from modules.lora.formats import analyze_keys
 from modules.lora.scan import addnet_sha256, ensure_hashes, lora_hashes
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_LORA = Path(__file__).resolve().parents[2] / "shared" / "assets" / "lora"
 
 F32 = 4
 

@@ -183,7 +183,6 @@ def _sgm_prefixes(unet) -> dict[str, str]:
     out = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
            "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
            "add_embedding.linear_2": "label_emb.0.2", "conv_out": "out.2"}
-    lpb = unet.config.layers_per_block
     idx = 1
     for i, block in enumerate(unet.down_blocks):
         n = len(block.resnets)
@@ -195,7 +194,6 @@ def _sgm_prefixes(unet) -> dict[str, str]:
         if getattr(block, "downsamplers", None):
             out[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{idx}.0.op"
             idx += 1
-    del lpb
     mid = getattr(unet, "mid_block", None)
     if mid is not None:
         out["mid_block.resnets.0"] = "middle_block.0"

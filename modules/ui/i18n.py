@@ -117,6 +117,8 @@ EN: dict[str, str] = {
     "error.queue_full": "The queue is full: {detail}",
     "error.download_error": "Download failed: {detail}",
     "error.unsafe_name": "Name refused: {detail}",
+    "error.invalid_preset": "Invalid preset: {detail}",
+    "error.lora_error": "LoRA problem: {detail}",
     # InvalidRequest field names
     "field.prompt": "Prompt",
     "field.negative_prompt": "Negative prompt",
@@ -236,6 +238,8 @@ ZH: dict[str, str] = {
     "error.queue_full": "队列已满：{detail}",
     "error.download_error": "下载失败：{detail}",
     "error.unsafe_name": "名称被拒绝：{detail}",
+    "error.invalid_preset": "预设无效：{detail}",
+    "error.lora_error": "LoRA 出错：{detail}",
     "field.prompt": "提示词",
     "field.negative_prompt": "反向提示词",
     "field.steps": "采样步数",
