@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -23,12 +24,16 @@ def command(name: str, help: str, configure=None):
 
 
 def _settings(args) -> Settings:
-    models = Path(getattr(args, "models_dir", None) or REPO_ROOT / "models").expanduser().resolve()
-    outputs = Path(getattr(args, "outputs_dir", None) or REPO_ROOT / "outputs").expanduser().resolve()
-    cache = Path(getattr(args, "cache_dir", None) or REPO_ROOT / "cache").expanduser().resolve()
-    return Settings(models_dir=models, outputs_dir=outputs, cache_dir=cache,
+    def path(name: str, default: Path) -> Path:
+        return Path(getattr(args, name, None) or default).expanduser().resolve()
+
+    return Settings(models_dir=path("models_dir", REPO_ROOT / "models"),
+                    outputs_dir=path("outputs_dir", REPO_ROOT / "outputs"),
+                    cache_dir=path("cache_dir", REPO_ROOT / "cache"),
+                    presets_dir=path("presets_dir", REPO_ROOT / "presets" / "user"),
+                    styles_file=path("styles_file", REPO_ROOT / "styles.csv"),
                     device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "auto"),
-                    ckpt_cache=0)
+                    embed_cache_persist=getattr(args, "embed_cache_persist", True), ckpt_cache=0)
 
 
 def _add_folder_flags(p: argparse.ArgumentParser) -> None:
@@ -94,17 +99,22 @@ def cmd_models(args) -> int:
 def _generate_parser(p):
     _add_folder_flags(p)
     p.add_argument("--model", required=True, help="model name, title, hash or path")
+    p.add_argument("--preset", help="preset id (python -m modules.cli presets); --prompt goes into its {prompt}")
+    p.add_argument("--style", dest="styles", action="append", default=[],
+                   help="apply a styles.csv style (repeatable)")
+    p.add_argument("--styles-file", type=Path, help="A1111 styles.csv (default ./styles.csv)")
     p.add_argument("--prompt", default="")
     p.add_argument("--negative", default="")
     p.add_argument("--steps", type=int)
     p.add_argument("--cfg", type=float)
-    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--seed", type=int, help="-1 = random (default; a preset's fixed seed when it has one)")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--sampler")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--batch-count", type=int, default=1)
     p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--no-embed-cache-persist", dest="embed_cache_persist", action="store_false")
     p.add_argument("--out", type=Path, help="outputs folder (default ./outputs)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
@@ -119,15 +129,61 @@ def cmd_generate(args) -> int:
     engine.start(load_initial=False)
     try:
         engine.switch_model(args.model)
+        seed = args.seed
+        if seed is None:
+            seed = engine.presets.get(args.preset).seed if args.preset else -1
         request = GenerationRequest(
             prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
-            seed=args.seed, width=args.width, height=args.height, sampler=args.sampler,
-            batch_size=args.batch_size, batch_count=args.batch_count, clip_skip=args.clip_skip)
+            seed=seed, width=args.width, height=args.height, sampler=args.sampler,
+            batch_size=args.batch_size, batch_count=args.batch_count, clip_skip=args.clip_skip,
+            preset=args.preset, styles=args.styles)
         result = _wait_with_progress(engine.generate(request), "generate")
     finally:
         engine.close()
     for path in result.paths:
         print(path)
+    return 0
+
+
+def _presets_parser(p):
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--lang", choices=["zh", "en"], default="en")
+    p.add_argument("--presets-dir", help="user presets folder (default presets/user)")
+
+
+@command("presets", "list the one-click presets (and any preset file with errors)", _presets_parser)
+def cmd_presets(args) -> int:
+    from modules.presets import PresetStore
+    user_dir = _settings(args).presets_dir
+    store = PresetStore([REPO_ROOT / "presets", user_dir], save_dir=user_dir)
+    if args.json:
+        print(json.dumps({"presets": [p.to_dict() for p in store.list()],
+                          "errors": [{"file": e.file, "field": e.field, "problem": e.problem}
+                                     for e in store.errors]}, ensure_ascii=False, indent=2))
+        return 0
+    for p in store.list():
+        families = ",".join(f.value for f in p.families)
+        print(f"{p.id}	{p.name.get(args.lang)}	{families}")
+    for e in store.errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 0
+
+
+def _cache_stats_parser(p):
+    p.add_argument("--cache-dir", help="cache folder (default ./cache)")
+    p.add_argument("--json", action="store_true")
+
+
+@command("cache-stats", "prompt-embedding cache on disk: entries and bytes (live hit rates: System tab / API)",
+         _cache_stats_parser)
+def cmd_cache_stats(args) -> int:
+    from modules.embedding_cache import EmbeddingCache
+    cache = EmbeddingCache(max_bytes=0, persist_dir=_settings(args).folders.cache / "embeddings")
+    stats = cache.stats()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats) | {"hit_rate": stats.hit_rate}, indent=2))
+    else:
+        print(f"disk entries: {stats.disk_entries}\ndisk bytes: {stats.disk_bytes}")
     return 0
 
 
@@ -168,6 +224,17 @@ def cmd_fetch_tokenizer(args) -> int:
     from modules.loader.tokenizers import install_clip_tokenizer
     print(install_clip_tokenizer(_settings(args).folders, args.source))
     return 0
+
+
+def _merge_lora_parser(p):
+    from modules.lora.merge import configure_merge_parser
+    configure_merge_parser(p)
+
+
+@command("merge-lora", "fuse LoRAs into a base model and save it as a new model (atomic)", _merge_lora_parser)
+def cmd_merge_lora(args) -> int:
+    from modules.lora.merge import cmd_merge_lora as run
+    return run(args)
 
 
 

@@ -6,27 +6,34 @@ the only object the UI talks to. Every device-touching action is a job on the on
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 
 from modules import __version__
-from modules.devices import resolve_device
+from modules.devices import dtype_name, resolve_device
+from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache
 from modules.downloads import SUGGESTED, download_repo
 from modules.errors import NotReady, UnsupportedModel
 from modules.families import Family
+from modules.generation.encoding import encode_prompts, uses_cfg
 from modules.generation.params import GenerationRequest, GenerationResult
+from modules.generation.prompting import resolve_prompts
 from modules.generation.txt2img import txt2img
 from modules.jobs import Job, JobContext, JobQueue
 from modules.loader import load_pipeline
-from modules.manager import ModelManager
+from modules.manager import LoadedModel, ModelManager
 from modules.outputs.infotext import build_infotext
 from modules.outputs.saving import save_png
 from modules.registry import HashCache, ModelRegistry
+from modules.presets import PresetStore, apply_preset
 from modules.registry.entry import ModelEntry
-from modules.settings import Settings
+from modules.settings import REPO_ROOT, Settings
+from modules.styles import Style, load_styles
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +59,15 @@ class Engine:
         self.device = resolve_device(settings.device)
         self.manager = ModelManager(self._load, device=self.device, dtype=settings.dtype,
                                     ram_cache=settings.ckpt_cache)
-        self.queue = JobQueue(max_pending=settings.extra.get("max_queue", 64))
+        self.queue = JobQueue(max_pending=settings.max_queue)
         self.downloads = JobQueue(max_pending=4, name="visage-downloads")
+        self.presets = PresetStore([REPO_ROOT / "presets", settings.presets_dir], save_dir=settings.presets_dir)
+        self.embed_cache = EmbeddingCache(
+            max_bytes=settings.embed_cache_mb * 2**20,
+            persist_dir=self.folders.cache / "embeddings" if settings.embed_cache_persist else None)
         self._selected: ModelEntry | None = None  # the model the user last chose (may still be loading)
+        self._recent_prompts: deque[tuple[str, str]] = deque(maxlen=8)  # (prompt, negative) as typed
+        self._closing = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self, *, load_initial: bool = True) -> Job | None:
@@ -73,6 +86,7 @@ class Engine:
         return self.switch_model(name)
 
     def close(self) -> None:
+        self._closing.set()
         self.queue.stop()
         self.downloads.stop()
         self.manager.unload_all()
@@ -101,6 +115,12 @@ class Engine:
     def queue_position(self, job: Job) -> int:
         return self.queue.position(job)
 
+    def styles(self) -> dict[str, Style]:
+        return load_styles(self.settings.styles_file)
+
+    def cache_stats(self) -> CacheStats:
+        return self.embed_cache.stats()
+
     # -- jobs --------------------------------------------------------------------------------
     def switch_model(self, name: str) -> Job:
         entry = self._resolve(name)
@@ -116,9 +136,13 @@ class Engine:
         entry = self._resolve(request.model) if request.model else self._selected
         if entry is None:
             raise NotReady(self.status().message or "no model selected")
-        req = request.with_defaults(entry.family)
+        req = resolve_prompts(request, entry.family, self.presets, self.settings.styles_file)
+        req = req.with_defaults(entry.family)
         req.check_inputs(entry.family)
-        return self.queue.submit("generate", partial(self._generate_job, entry, req))
+        job = self.queue.submit("generate", partial(self._generate_job, entry, req))
+        if (request.prompt, request.negative_prompt) not in self._recent_prompts:
+            self._recent_prompts.append((request.prompt, request.negative_prompt))
+        return job
 
     def interrupt(self) -> bool:
         return self.queue.interrupt()
@@ -135,19 +159,23 @@ class Engine:
     def _switch_job(self, entry: ModelEntry, ctx: JobContext):
         ctx.report("loading")
         try:
-            return self.manager.activate(entry).entry
+            loaded = self.manager.activate(entry)
         except Exception:
             current = self.manager.current
             if self._selected is entry:  # a failed switch leaves the previous model selected
                 self._selected = current.entry if current else None
             raise
+        self.registry.ensure_hash(loaded.entry)
+        threading.Thread(target=self._warm_cache, args=(loaded,), name="visage-warm", daemon=True).start()
+        return loaded.entry
 
     def _generate_job(self, entry: ModelEntry, req: GenerationRequest, ctx: JobContext) -> GenerationResult:
         start = time.perf_counter()
         with self.manager.lock:
             loaded = self.manager.activate(entry, on_phase=ctx.report)
             self.registry.ensure_hash(loaded.entry)
-            out = txt2img(loaded.pipe, loaded.family, req, ctx, device=self.device)
+            out = txt2img(loaded.pipe, loaded.family, req, ctx, device=self.device,
+                          encode=partial(self._encode_cached, loaded))
         ctx.report("saving", ctx.progress.total, ctx.progress.total)
         infotexts, paths = [], []
         for image, seed in zip(out.images, out.seeds):
@@ -157,6 +185,47 @@ class Engine:
                 paths.append(str(save_png(image, text, self.folders.txt2img_outputs(), seed)))
         return GenerationResult(images=out.images, seeds=out.seeds, infotexts=infotexts, paths=paths,
                                 model=loaded.entry.title, elapsed_s=time.perf_counter() - start)
+
+    # -- prompt embeddings -------------------------------------------------------------------
+    def _cache_key(self, loaded: LoadedModel, prompt: str, negative: str, do_cfg: bool, clip_skip: int) -> CacheKey:
+        return CacheKey(loaded.entry.hash or str(loaded.entry.path), "", clip_skip, prompt, negative,
+                        options={"family": loaded.family.value, "do_cfg": do_cfg,
+                                 "dtype": dtype_name(loaded.dtype)})
+
+    def _encode_cached(self, loaded: LoadedModel, prompt: str, negative: str, do_cfg: bool, clip_skip: int):
+        """The txt2img encode step, through the cache. Runs on the worker with the device lock held."""
+        key = self._cache_key(loaded, prompt, negative, do_cfg, clip_skip)
+        return self.embed_cache.get_or_compute(key, partial(
+            encode_prompts, loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
+            clip_skip=clip_skip, device=self.device), device=self.device)
+
+    def _warm_cache(self, loaded: LoadedModel) -> None:
+        """Background: pre-compute every preset's embeddings (empty and recent user prompts).
+
+        Each entry waits until the queue is empty and then holds the device lock for one encode
+        only, so a generation never waits behind more than one text-encoder call.
+        """
+        def still_current() -> bool:
+            return not self._closing.is_set() and self.manager.current is loaded
+
+        def compute(prompt: str, negative: str, do_cfg: bool, clip_skip: int):
+            while len(self.queue) and still_current():
+                time.sleep(0.05)
+            with self.manager.lock:
+                if not still_current():
+                    raise NotReady("model changed while warming the embedding cache")
+                return encode_prompts(loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
+                                      clip_skip=clip_skip, device=self.device)
+
+        jobs = []
+        for preset in self.presets.list():
+            for user_prompt, user_negative in [("", ""), *reversed(self._recent_prompts)]:
+                f = apply_preset(preset, user_prompt, loaded.family, user_negative)
+                do_cfg = uses_cfg(loaded.family, f["cfg_scale"])
+                args = (f["prompt"], f["negative_prompt"], do_cfg, f["clip_skip"])
+                jobs.append((self._cache_key(loaded, *args), partial(compute, *args)))
+        report = self.embed_cache.warm(jobs, should_stop=lambda: not still_current())
+        log.info("embedding cache warmed for %s: %s", loaded.entry.name, report)
 
     # -- helpers -----------------------------------------------------------------------------
     def _load(self, entry: ModelEntry, dtype: torch.dtype):

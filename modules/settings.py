@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from modules.paths import Folders
@@ -27,7 +27,11 @@ class Settings:
     model: str | None = None  # model to load at start-up (default: first found)
     hf_cache: Path | None = None  # default: huggingface_hub's own cache location
     threads: int = 0  # torch intra-op threads, 0 = library default
-    extra: dict = field(default_factory=dict)
+    presets_dir: Path = REPO_ROOT / "presets" / "user"  # where the page saves the user's own presets
+    styles_file: Path = REPO_ROOT / "styles.csv"  # A1111 styles.csv (may be an A1111 install's own file)
+    embed_cache_mb: int = 256  # prompt-embedding cache in RAM
+    embed_cache_persist: bool = True  # keep embeddings on disk under cache/embeddings
+    max_queue: int = 64  # jobs waiting beyond this are refused (HTTP 503)
 
     @property
     def folders(self) -> Folders:
@@ -70,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=None, help="user:pass[,user:pass] or a file of user:pass lines")
     p.add_argument("--model", default=None, help="model to load at start-up (name or path)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    p.add_argument("--presets-dir", type=Path, default=REPO_ROOT / "presets" / "user",
+                   help="folder for presets saved from the page (the shipped ones stay in presets/)")
+    p.add_argument("--styles-file", type=Path, default=REPO_ROOT / "styles.csv",
+                   help="A1111 styles.csv to use (e.g. your A1111 install's own)")
+    p.add_argument("--embed-cache-mb", type=int, default=256, help="prompt-embedding cache size in RAM (MiB)")
+    p.add_argument("--no-embed-cache-persist", dest="embed_cache_persist", action="store_false",
+                   help="do not keep prompt embeddings on disk between runs")
+    p.add_argument("--max-queue", type=int, default=64, help="jobs allowed to wait in the queue")
     return p
 
 
@@ -83,4 +95,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         device=args.device, dtype=args.dtype, ckpt_cache=max(0, args.ckpt_cache),
         lang=args.lang, share=args.share, auth=parse_auth(args.auth),
         model=args.model, threads=args.threads,
+        presets_dir=args.presets_dir.expanduser().resolve(),
+        styles_file=args.styles_file.expanduser().resolve(),
+        embed_cache_mb=max(0, args.embed_cache_mb), embed_cache_persist=args.embed_cache_persist,
+        max_queue=max(1, args.max_queue),
     )

@@ -46,3 +46,19 @@ def test_errors_are_one_line_messages(tmp_path):
     proc = cli("generate", "--models-dir", tmp_path, "--model", "nope", "--prompt", "x", check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_presets_listing_and_generate_with_preset(tmp_path):
+    listing = json.loads(cli("presets", "--json", "--presets-dir", tmp_path / "user").stdout)
+    ids = {p["id"] for p in listing["presets"]}
+    assert {"realistic_portrait", "anime", "id_photo", "traditional_chinese"} <= ids and len(ids) >= 12
+    assert listing["errors"] == []
+    models = tmp_path / "models"
+    cli("make-tiny-model", "--family", "sd15", "--out", models / "Stable-diffusion" / "tiny")
+    out = cli("generate", "--models-dir", models, "--cache-dir", tmp_path / "cache", "--model", "tiny",
+              "--preset", "id_photo", "--prompt", "a man", "--steps", 2, "--width", 64, "--height", 64,
+              "--seed", 5, "--out", tmp_path / "out").stdout.split()
+    prompt, _neg, params = parse_infotext(read_png_parameters(out[0]))
+    assert params["Preset"] == "id_photo" and "a man" in prompt and prompt != "a man"
+    stats = json.loads(cli("cache-stats", "--cache-dir", tmp_path / "cache", "--json").stdout)
+    assert stats["disk_entries"] >= 1, "the generation's embeddings persist on disk"

@@ -1,0 +1,542 @@
+"""Merge LoRAs into a base model and save the result as a new model. Torch-free at import.
+
+How (:func:`merge_loras`):
+
+1. A *working copy* of the pipeline is made whose modules are new objects but whose parameters are the
+   base's own tensors (no memory cost). Adapters already on the base (the live patcher's) are stripped
+   from the copy only.
+2. The LoRAs are applied to the copy with :class:`~modules.lora.patcher.LoraPatcher` (so every format the
+   patcher reads can be merged, with the same per-layer alphas), the weights each LoRA patches are
+   replaced by private float32 clones, then ``fuse_lora`` (``set_adapters`` weights, ``lora_scale=1``)
+   and ``unload_lora_weights`` bake them in: the saved state dict holds no LoRA keys.
+3. Tensors are cast to the output dtype by replacing them (never in place), then written:
+   a single ``.safetensors`` via :func:`~modules.loader.single_file.save_single_file` with metadata
+   ``visage.merge`` (JSON: base, LoRAs with hashes and weights, dtype, date), or a diffusers folder with the
+   same JSON in ``visage_merge.json``.
+
+The base pipeline in memory is never modified (its tensors are only read) and the base file is only read.
+Output is atomic: everything is written under a hidden temp name (``.NAME.PID.merge.tmp``, which the
+registry and LoRA scanners skip) in the destination folder and renamed at the end; an interrupted merge
+leaves at most such a temp entry, which the next merge to the same name removes once its process is gone.
+
+Z-Image single-file output mirrors the base: a DiT-only base gives a DiT-only file (it needs the same
+companion folder), an all-in-one file or a diffusers folder gives an all-in-one file.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.families import Family
+from modules.lora.formats import LoraInfo, check_compatible
+from modules.paths import Folders, safe_child
+from modules.registry.entry import ModelEntry, ModelFormat
+
+log = logging.getLogger(__name__)
+
+MERGE_KEY = "visage.merge"
+SIDECAR_NAME = "visage_merge.json"
+MERGE_VERSION = 1
+FORMATS = (ModelFormat.SINGLE_FILE, ModelFormat.DIFFUSERS)
+DTYPES = ("fp16", "bf16", "fp32")
+SUFFIX = ".safetensors"
+#: test-only hook: seconds to wait, with the output complete under its temp name, before the final rename
+TEST_PAUSE_ENV = "VISAGE_TEST_SLOW_WRITE"
+_TEMP_RE = r"^\.+{name}\.(\d+)\.(merge|old)\.tmp(\.\d+\.tmp)?$"
+
+Progress = Callable[[str, int, int], None]
+
+
+class MergeError(VisageError):
+    """The merged model could not be written (disk full, permissions); nothing was left behind."""
+
+    code = "merge_error"
+
+
+@dataclass(frozen=True)
+class MergedLora:
+    """One LoRA as recorded in a merged model's metadata."""
+
+    name: str
+    hash: str  # A1111 "Lora hashes" value (12 hex of the data-section sha256)
+    sha256: str
+    unet_weight: float  # U-Net / DiT weight
+    te_weight: float
+    format: str
+
+
+# ---------------------------------------------------------------------------------------------
+# names, metadata
+# ---------------------------------------------------------------------------------------------
+
+def merge_output_path(folders: Folders, name: str, fmt: str, *, overwrite: bool = False) -> Path:
+    """Where a merged model called ``name`` goes in ``models/Stable-diffusion`` (``.safetensors`` added
+    for single files). Refuses names leaving the folder (UnsafeName), hidden names, and names already
+    taken by a model of either format unless ``overwrite`` (then only the same format may be replaced)."""
+    _check_choice("format", fmt, FORMATS)
+    raw = name.strip() if isinstance(name, str) else name
+    if isinstance(raw, str) and raw.lower().endswith(SUFFIX):
+        if fmt == ModelFormat.DIFFUSERS:
+            raise InvalidRequest("out", "a diffusers model is a folder: give a name without .safetensors")
+        raw = raw[: -len(SUFFIX)]
+    stem = safe_child(folders.checkpoints, raw)
+    if stem == folders.checkpoints.resolve() or stem.name.startswith("."):
+        raise InvalidRequest("out", f"{name!r} is not a usable model name")
+    path = stem.with_name(stem.name + SUFFIX) if fmt == ModelFormat.SINGLE_FILE else stem
+    other = stem if fmt == ModelFormat.SINGLE_FILE else stem.with_name(stem.name + SUFFIX)
+    if other.exists():
+        raise InvalidRequest("out", f"a model named {raw!r} already exists ({other.name})")
+    if path.exists() and not overwrite:
+        raise InvalidRequest("out", f"{path.name} already exists in {path.parent} (choose another name)")
+    return path
+
+
+def merge_metadata(base: ModelEntry, base_hash: str | None, loras: Sequence[MergedLora], dtype: str,
+                   fmt: str, base_sha256: str | None = None) -> dict:
+    """The ``visage.merge`` record."""
+    return {
+        "version": MERGE_VERSION,
+        "base": {"name": base.name, "hash": base_hash, "sha256": base_sha256,
+                 "family": Family(base.family).value if base.family else None, "format": base.format},
+        "loras": [{"name": x.name, "hash": x.hash, "sha256": x.sha256, "unet_weight": x.unet_weight,
+                   "te_weight": x.te_weight, "format": x.format} for x in loras],
+        "dtype": dtype,
+        "format": fmt,
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def read_merge_info(path: str | os.PathLike) -> dict | None:
+    """The ``visage.merge`` record of a merged model (single file or diffusers folder), else None."""
+    from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return json.loads((path / SIDECAR_NAME).read_text(encoding="utf-8"))
+        raw = read_header(path).metadata.get(MERGE_KEY)
+    except (OSError, ValueError, SafetensorsHeaderError):
+        return None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise InvalidRequest(field, f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _base_hashes(entry: ModelEntry, cache) -> tuple[str | None, str | None]:
+    """(A1111 10-hex model hash, full sha256 when it is a file) of the base."""
+    from modules.registry.hashing import (
+        DIFFUSERS_HASH_NAMES, DIFFUSERS_HASH_SUFFIXES, combine_folder_hash, folder_hash_files, sha256_file,
+        short_hash,
+    )
+
+    path = Path(entry.path)
+    if path.is_file():
+        full = cache.full_sha256(path) if cache is not None else sha256_file(path)
+        return short_hash(full), full
+    if entry.hash:
+        return entry.hash, None
+    if path.is_dir():
+        if cache is not None:
+            full = cache.folder_sha256(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
+        else:
+            files = folder_hash_files(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
+            full = combine_folder_hash([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
+        return (short_hash(full) if full else None), None
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# temp files
+# ---------------------------------------------------------------------------------------------
+
+def _temp_path(final: Path, tag: str = "merge") -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.{tag}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (EPERM)
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clear_stale_temps(final: Path) -> list[Path]:
+    """Remove temp entries that interrupted merges to ``final`` left behind (their process is gone).
+
+    A model moved aside for an overwrite (``.NAME.PID.old.tmp``) is put back when ``final`` is missing."""
+    parent = final.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(_TEMP_RE.format(name=re.escape(final.name)))
+    removed = []
+    for child in sorted(parent.iterdir()):
+        m = pattern.match(child.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        if m.group(2) == "old" and not m.group(3) and not final.exists():
+            os.replace(child, final)
+            continue
+        _remove(child)
+        removed.append(child)
+    return removed
+
+
+def _test_pause(temp: Path) -> None:
+    """Test-only: hold the finished temp output for ``$VISAGE_TEST_SLOW_WRITE`` seconds (kill tests)."""
+    raw = os.environ.get(TEST_PAUSE_ENV)
+    if not raw:
+        return
+    print(f"visage-test: holding {temp}", file=sys.stderr, flush=True)
+    time.sleep(float(raw))
+
+
+# ---------------------------------------------------------------------------------------------
+# the working copy
+# ---------------------------------------------------------------------------------------------
+
+def _share_copy(module):
+    """A copy of ``module`` (new module objects) that holds the very same parameter/buffer tensors."""
+    import copy
+    import itertools
+
+    memo = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
+def _working_copy(pipe):
+    """A new pipeline of the same class: torch modules share-copied, schedulers copied, the rest shared."""
+    import copy
+    import inspect
+
+    import torch
+
+    parts = {}
+    for name, value in pipe.components.items():
+        if isinstance(value, torch.nn.Module):
+            parts[name] = _share_copy(value)
+        elif value is not None and hasattr(value, "set_timesteps"):
+            parts[name] = copy.deepcopy(value)
+        else:
+            parts[name] = value
+    init = inspect.signature(type(pipe).__init__).parameters
+    extra = {k: pipe.config[k] for k in init if k not in parts and k in pipe.config}
+    work = type(pipe)(**parts, **extra)
+    if hasattr(work, "set_progress_bar_config"):
+        work.set_progress_bar_config(disable=True)
+    return work
+
+
+def _tuner_layers(model):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _privatize_patched_weights(model) -> int:
+    """Give every base layer a LoRA patches its own float32 copy of weight/bias, so fusing writes there
+    and not into tensors shared with the base pipeline. Returns the number of layers."""
+    import torch
+
+    layers = _tuner_layers(model)
+    for layer in layers:
+        base = layer.get_base_layer()
+        for pname in ("weight", "bias"):
+            p = base._parameters.get(pname)
+            if p is None:
+                continue
+            data = p.detach().to(torch.float32 if p.is_floating_point() else p.dtype, copy=True)
+            base._parameters[pname] = torch.nn.Parameter(data, requires_grad=False)
+    return len(layers)
+
+
+def _cast_module(model, dtype) -> None:
+    """Replace floating parameters and persistent buffers by ``dtype`` copies (shared tensors untouched)."""
+    import torch
+
+    done: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None or not p.is_floating_point() or p.dtype == dtype:
+                continue
+            if id(p) not in done:
+                done[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            module._parameters[name] = done[id(p)]
+        for name, b in list(module._buffers.items()):
+            if (b is None or not b.is_floating_point() or b.dtype == dtype
+                    or name in module._non_persistent_buffers_set):
+                continue
+            if id(b) not in done:
+                done[id(b)] = b.to(dtype)
+            module._buffers[name] = done[id(b)]
+
+
+def _zimage_file_components(entry: ModelEntry) -> tuple[str, ...] | None:
+    """("transformer",) when the Z-Image base is a DiT-only file, else None (all components)."""
+    from modules.loader.single_file import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
+    from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
+
+    if entry.format != ModelFormat.SINGLE_FILE:
+        return None
+    try:
+        keys = read_header(entry.path).tensors
+    except SafetensorsHeaderError:
+        return None
+    whole = all(any(k.startswith(p) for k in keys) for p in (ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX))
+    return None if whole else ("transformer",)
+
+
+# ---------------------------------------------------------------------------------------------
+# merging
+# ---------------------------------------------------------------------------------------------
+
+def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, float, float]], *,
+                out_path: Path, fmt: str, dtype: str, base_entry: ModelEntry, patcher=None,
+                on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                overwrite: bool = False, hash_cache=None) -> Path:
+    """Fuse ``loras`` ((info, U-Net/DiT weight, text-encoder weight), as for ``LoraPatcher.apply``) into a
+    copy of ``pipe`` and write it to ``out_path`` as ``fmt`` ("single-file" | "diffusers") in ``dtype``
+    ("fp16" | "bf16" | "fp32"). Returns the written path. ``pipe`` and the base files are left as they were.
+
+    ``on_progress(label, done, total)`` is called between stages; ``should_stop()`` true stops before the
+    next stage (Interrupted; nothing written). Raises LoraError, InvalidRequest, MergeError.
+    """
+    import torch
+
+    from modules.lora.patcher import FAMILY_COMPONENTS, LoraPatcher
+    from modules.lora.scan import ensure_hashes
+
+    family = Family(family)
+    _check_choice("format", fmt, FORMATS)
+    _check_choice("dtype", dtype, DTYPES)
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    out_path = Path(out_path)
+    if base_entry.family is not None and Family(base_entry.family) is not family:
+        raise InvalidRequest("base", f"{base_entry.name} is {Family(base_entry.family).value}, not {family.value}")
+    if fmt == ModelFormat.SINGLE_FILE and out_path.suffix.lower() != SUFFIX:
+        raise InvalidRequest("out", f"a single-file model must end with {SUFFIX}")
+    if out_path.name.startswith("."):
+        raise InvalidRequest("out", "hidden names are not allowed")
+    base_path = Path(base_entry.path).resolve()
+    target = out_path.resolve()
+    if target == base_path or base_path in target.parents or target in base_path.parents:
+        raise InvalidRequest("out", "the merged model cannot replace or live inside its base model")
+    if out_path.exists() and not overwrite:
+        raise InvalidRequest("out", f"{out_path.name} already exists (choose another name)")
+    if out_path.exists() and out_path.is_dir() != (fmt == ModelFormat.DIFFUSERS):
+        raise InvalidRequest("out", f"{out_path.name} exists and is not a {fmt} model")
+    wanted = [(info, float(u), float(t)) for info, u, t in loras if float(u) != 0.0 or float(t) != 0.0]
+    if not wanted:
+        raise InvalidRequest("loras", "give at least one LoRA with a non-zero weight")
+    for info, _, _ in wanted:
+        check_compatible(info, family)
+
+    total = len(wanted) + 4  # hashing, one per LoRA, fusing, converting, writing
+    step = 0
+
+    def stage(label: str) -> None:
+        nonlocal step
+        if should_stop is not None and should_stop():
+            raise Interrupted(step, total)
+        if on_progress is not None:
+            on_progress(label, step, total)
+        step += 1
+
+    cache = hash_cache if hash_cache is not None else getattr(patcher, "hash_cache", None)
+    stage("hashing")
+    hashed = [(ensure_hashes(info, cache), u, t) for info, u, t in wanted]
+    base_hash, base_sha = _base_hashes(base_entry, cache)
+
+    work = _working_copy(pipe)
+    components = [c for c in FAMILY_COMPONENTS[family] if getattr(work, c, None) is not None]
+    if any(_tuner_layers(getattr(work, c)) for c in components):
+        work.unload_lora_weights()  # the live patcher's adapters, on the copy only
+    patcher = patcher if patcher is not None else LoraPatcher(hash_cache=cache)
+    with torch.no_grad():
+        report = None
+        for i, (info, _, _) in enumerate(hashed):
+            stage(f"loading LoRA {info.name}")
+            report = patcher.apply(work, family, hashed[: i + 1])
+        stage("fusing")
+        patched = [c for c in components if _tuner_layers(getattr(work, c))]
+        for c in patched:
+            _privatize_patched_weights(getattr(work, c))
+        work.fuse_lora(components=patched, lora_scale=1.0, safe_fusing=True,
+                       adapter_names=[a.adapter for a in report.active])
+        work.unload_lora_weights()
+        leftovers = [c for c in components if _tuner_layers(getattr(work, c))]
+        if leftovers:
+            raise MergeError(f"LoRA layers remained in {', '.join(leftovers)} after fusing")
+        stage(f"converting to {dtype}")
+        for value in work.components.values():
+            if isinstance(value, torch.nn.Module):
+                _cast_module(value, torch_dtype)
+
+    merged = [MergedLora(name=a.name, hash=info.hash or "", sha256=info.sha256 or "", unet_weight=a.unet_weight,
+                         te_weight=a.te_weight, format=info.format)
+              for a, (info, _, _) in zip(report.active, _by_adapter(report.active, hashed))]
+    record = merge_metadata(base_entry, base_hash, merged, dtype, fmt, base_sha)
+    stage(f"writing {out_path.name}")
+    _write(work, family, out_path, fmt, record, base_entry, overwrite)
+    if on_progress is not None:
+        on_progress("done", total, total)
+    return out_path
+
+
+def _by_adapter(active, hashed) -> list[tuple]:
+    """The hashed (info, u, t) behind each active adapter (same file twice counts once)."""
+    from modules.lora.patcher import adapter_name
+
+    by = {adapter_name(info): (info, u, t) for info, u, t in hashed}
+    return [by[a.adapter] for a in active]
+
+
+def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_entry: ModelEntry,
+           overwrite: bool) -> None:
+    from modules.loader.single_file import save_single_file
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_temps(out_path)
+    temp = _temp_path(out_path)
+    old = None
+    try:
+        if fmt == ModelFormat.SINGLE_FILE:
+            comps = _zimage_file_components(base_entry) if family is Family.ZIMAGE else None
+            save_single_file(work, family, temp, {MERGE_KEY: json.dumps(record)}, components=comps)
+            _test_pause(temp)
+            os.replace(temp, out_path)
+        else:
+            work.save_pretrained(str(temp), safe_serialization=True)
+            (temp / SIDECAR_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
+            _test_pause(temp)
+            if out_path.exists() and overwrite:
+                old = _temp_path(out_path, "old")
+                os.replace(out_path, old)
+            os.replace(temp, out_path)
+    except OSError as exc:
+        if old is not None and old.exists() and not out_path.exists():
+            os.replace(old, out_path)
+        raise MergeError(f"could not write {out_path.name}: {exc.strerror or exc}") from exc
+    finally:
+        if temp.exists():
+            _remove(temp)
+        if old is not None and old.exists() and out_path.exists():
+            _remove(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: python -m modules.cli merge-lora
+# ---------------------------------------------------------------------------------------------
+
+def parse_lora_arg(text: str) -> tuple[str, float, float]:
+    """``NAME``, ``NAME:W`` or ``NAME:UNET_W:TE_W`` -> (name, unet weight, text-encoder weight)."""
+    parts = text.split(":")
+    numbers: list[float] = []
+    while len(parts) > 1 and len(numbers) < 2:
+        try:
+            numbers.insert(0, float(parts[-1]))
+        except ValueError:
+            break
+        parts.pop()
+    name = ":".join(parts).strip()
+    if not name:
+        raise argparse.ArgumentTypeError(f"--lora {text!r}: no LoRA name")
+    if not numbers:
+        return name, 1.0, 1.0
+    return name, numbers[0], numbers[-1]
+
+
+def configure_merge_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="base model: name, title, hash or path")
+    p.add_argument("--lora", required=True, action="append", type=parse_lora_arg, metavar="NAME[:W|:UNET_W:TE_W]",
+                   help="LoRA and weight (default 1); repeat for several")
+    p.add_argument("--out", required=True, help="name of the new model in models/Stable-diffusion")
+    p.add_argument("--format", dest="fmt", default=ModelFormat.SINGLE_FILE, choices=list(FORMATS))
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model of that name")
+    p.add_argument("--models-dir", help="models folder (default ./models; an A1111 'models' folder works)")
+    p.add_argument("--cache-dir", help="hash cache folder (default ./cache)")
+    p.add_argument("--lora-dir", action="append", default=[], help="extra LoRA folder (besides models/Lora)")
+
+
+def _quiet_library_bars() -> None:
+    """diffusers/transformers draw their own bars (weights loading, shard writing): keep one bar on stderr."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_merge_lora(args) -> int:
+    """Merge, with a progress bar on stderr; prints the written path."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from modules.loader import load_pipeline
+    from modules.lora.scan import find_lora, lora_folders, scan_loras
+    from modules.registry import HashCache, ModelRegistry
+    from modules.settings import REPO_ROOT
+
+    models = Path(args.models_dir or REPO_ROOT / "models").expanduser().resolve()
+    cache_dir = Path(args.cache_dir or REPO_ROOT / "cache").expanduser().resolve()
+    folders = Folders(models=models, outputs=REPO_ROOT / "outputs", cache=cache_dir)
+    out_path = merge_output_path(folders, args.out, args.fmt, overwrite=args.overwrite)
+    hash_cache = HashCache(folders.cache / "hashes.json")
+    entry = ModelRegistry(folders, hash_cache).get(args.base)
+    if entry.family is None or not entry.supported:
+        raise InvalidRequest("base", f"{entry.name}: {entry.reason or 'not a supported model'}")
+    available = scan_loras(lora_folders(folders, args.lora_dir))
+    loras = [(find_lora(available, name), u, t) for name, u, t in args.lora]
+    for info, _, _ in loras:
+        check_compatible(info, entry.family)
+
+    bar = tqdm(total=1, file=sys.stderr, desc="merge", unit="step", bar_format="{desc}: {bar} {n_fmt}/{total_fmt}")
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_description_str(label)
+        bar.refresh()
+
+    _quiet_library_bars()
+    try:
+        bar.set_description_str(f"loading {entry.name}")
+        bar.refresh()
+        load_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype, torch.float32)
+        pipe = load_pipeline(entry, folders=folders, torch_dtype=load_dtype)
+        path = merge_loras(pipe, entry.family, loras, out_path=out_path, fmt=args.fmt, dtype=args.dtype,
+                           base_entry=entry, on_progress=on_progress, overwrite=args.overwrite,
+                           hash_cache=hash_cache)
+    finally:
+        bar.close()
+    print(path)
+    return 0
