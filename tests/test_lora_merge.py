@@ -368,7 +368,9 @@ def test_names_and_existing_outputs_are_refused(env, pipes):
     assert not [p for p in folders.checkpoints.iterdir() if p.name.startswith(".")]
 
 
-def test_stop_request_writes_nothing(env, pipes):
+@pytest.mark.parametrize("stop_after", ["fusing", "writing"])
+def test_stop_request_writes_nothing(env, pipes, stop_after):
+    """A stop seen between stages, or after the temp file is written but before the rename."""
     folders, bases = env
     pipe, entry = pipes("sd15", "single-file")
     info = lora_for(env, pipe, "sd15", "lora-sd15")
@@ -377,12 +379,13 @@ def test_stop_request_writes_nothing(env, pipes):
     labels = []
 
     def stop() -> bool:
-        return bool(labels) and labels[-1].startswith("writing")
+        return bool(labels) and labels[-1].startswith(stop_after)
 
     with pytest.raises(Interrupted):
         merge_loras(pipe, "sd15", [(info, 1.0, 1.0)], out_path=folders.checkpoints / "stopped.safetensors",
                     fmt="single-file", dtype="fp16", base_entry=entry, should_stop=stop,
                     on_progress=lambda label, d, t: labels.append(label))
+    assert labels[-1].startswith(stop_after)
     assert set(os.listdir(folders.checkpoints)) == before
     assert_same_tensors(tensors, pipe)
 

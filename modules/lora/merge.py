@@ -405,7 +405,8 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
               for a, (info, _, _) in zip(report.active, _by_adapter(report.active, hashed))]
     record = merge_metadata(base_entry, base_hash, merged, dtype, fmt, base_sha)
     stage(f"writing {out_path.name}")
-    _write(work, family, out_path, fmt, record, base_entry, overwrite)
+    _write(work, family, out_path, fmt, record, base_entry, overwrite,
+           lambda: should_stop is not None and should_stop(), (step, total))
     if on_progress is not None:
         on_progress("done", total, total)
     return out_path
@@ -420,7 +421,8 @@ def _by_adapter(active, hashed) -> list[tuple]:
 
 
 def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_entry: ModelEntry,
-           overwrite: bool) -> None:
+           overwrite: bool, stop: Callable[[], bool], at: tuple[int, int]) -> None:
+    """Write under a temp name, then rename; a stop request seen before the rename discards the temp."""
     from modules.loader.single_file import save_single_file
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,11 +434,15 @@ def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_en
             comps = _zimage_file_components(base_entry) if family is Family.ZIMAGE else None
             save_single_file(work, family, temp, {MERGE_KEY: json.dumps(record)}, components=comps)
             _test_pause(temp)
+            if stop():
+                raise Interrupted(*at)
             os.replace(temp, out_path)
         else:
             work.save_pretrained(str(temp), safe_serialization=True)
             (temp / SIDECAR_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
             _test_pause(temp)
+            if stop():
+                raise Interrupted(*at)
             if out_path.exists() and overwrite:
                 old = _temp_path(out_path, "old")
                 os.replace(out_path, old)

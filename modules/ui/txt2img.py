@@ -1,4 +1,4 @@
-"""The txt2img tab: prompts on top, parameters left, gallery and generation info right. Torch-free."""
+"""The txt2img tab: prompts and styles on top, presets, parameters left, images right. Torch-free."""
 from __future__ import annotations
 
 import time
@@ -11,6 +11,7 @@ from modules.families import FamilyInfo, family_info
 from modules.generation.params import (
     MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
 )
+from modules.ui import presets_panel
 from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
 from modules.ui.i18n import Translator
 
@@ -41,6 +42,10 @@ class Txt2ImgTab:
     progress: gr.Markdown
     infotexts: gr.State
     seeds: gr.State
+    styles: gr.Dropdown
+    styles_refresh: gr.Button
+    presets: presets_panel.PresetGallery
+    manager: presets_panel.PresetManager
 
     @property
     def params(self) -> list:
@@ -98,8 +103,13 @@ def _number(name: str, value, default, kind=int):
 
 
 def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
-                        seed, batch_size, batch_count, clip_skip) -> GenerationRequest:
-    """A GenerationRequest from the page's values; empty fields mean the family default."""
+                        seed, batch_size, batch_count, clip_skip, styles=None,
+                        preset=None) -> GenerationRequest:
+    """A GenerationRequest from the page's values; empty fields mean the family default.
+
+    ``preset``: the active preset's id (the engine puts the prompt into its template);
+    ``styles``: names from styles.csv, applied by the engine in order.
+    """
     return GenerationRequest(
         prompt=prompt or "",
         negative_prompt=negative_prompt or "",
@@ -112,7 +122,17 @@ def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, widt
         batch_size=_number("batch_size", batch_size, 1),
         batch_count=_number("batch_count", batch_count, 1),
         clip_skip=_number("clip_skip", clip_skip, 1),
+        preset=preset or None,
+        styles=_names(styles),
     )
+
+
+def _names(styles) -> list[str]:
+    if not styles:
+        return []
+    if isinstance(styles, str):
+        styles = [styles]
+    return [str(name) for name in styles if name]
 
 
 def progress_text(t: Translator, engine, job) -> str:
@@ -137,47 +157,79 @@ def _with_parameters(image, infotext: str):
 def make_generate(engine, t: Translator, poll_s: float = POLL_S):
     """The generate handler: submit, yield progress every ``poll_s``, then the images and infotext.
 
-    Yields ``(gallery, infotext, progress, infotexts_state, seeds_state)``. If the caller goes away
-    before the job ends, the job is cancelled.
+    Inputs: :data:`PARAM_FIELDS`, then the selected styles and the active preset id (both optional,
+    so API callers that send only the eleven fields keep working). Yields ``(gallery, infotext,
+    progress, infotexts_state, seeds_state)``. If the caller goes away before the job ends, the job
+    is cancelled.
     """
 
     def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
-                 seed, batch_size, batch_count, clip_skip):
+                 seed, batch_size, batch_count, clip_skip, styles=None, preset=None):
         try:
             request = request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale,
-                                          width, height, seed, batch_size, batch_count, clip_skip)
-            job = engine.generate(request)
+                                          width, height, seed, batch_size, batch_count, clip_skip,
+                                          styles, preset)
         except VisageError as exc:
             raise ui_error(t, exc) from None
-        last_text, last_preview = None, None
-        try:
-            while not job.finished:
-                text = progress_text(t, engine, job)
-                preview = job.progress.preview
-                if text != last_text or preview is not last_preview:
-                    gallery = [preview] if preview is not None and preview is not last_preview else gr.skip()
-                    last_text, last_preview = text, preview
-                    yield gallery, gr.skip(), text, gr.skip(), gr.skip()
-                time.sleep(poll_s)
-        except GeneratorExit:  # the page went away (closed tab, cancelled event): drop the job
-            job.cancel()
-            raise
-        try:
-            result = job.wait(0)
-        except Interrupted as exc:
-            ui_warning(t, exc)
-            yield gr.skip(), gr.skip(), t("progress.interrupted", step=exc.step, total=exc.total), \
-                gr.skip(), gr.skip()
-            return
-        except Exception as exc:  # noqa: BLE001 - the job already logged it; a message, never a traceback
-            raise ui_error(t, exc) from None
-        images = [_with_parameters(im, text) for im, text in zip(result.images, result.infotexts)]
-        images += result.images[len(images):]
-        infotexts = list(result.infotexts)
-        done = t("progress.done", count=len(result.images), seconds=f"{result.elapsed_s:.1f}")
-        yield images, (infotexts[0] if infotexts else ""), done, infotexts, list(result.seeds)
+        yield from run_request(engine, t, request, poll_s)
 
     return generate
+
+
+def run_request(engine, t: Translator, request: GenerationRequest, poll_s: float = POLL_S):
+    """Submit ``request`` and stream ``(gallery, infotext, progress, infotexts, seeds)`` updates."""
+    try:
+        job = engine.generate(request)
+    except VisageError as exc:
+        raise ui_error(t, exc) from None
+    last_text, last_preview = None, None
+    try:
+        while not job.finished:
+            text = progress_text(t, engine, job)
+            preview = job.progress.preview
+            if text != last_text or preview is not last_preview:
+                gallery = [preview] if preview is not None and preview is not last_preview else gr.skip()
+                last_text, last_preview = text, preview
+                yield gallery, gr.skip(), text, gr.skip(), gr.skip()
+            time.sleep(poll_s)
+    except GeneratorExit:  # the page went away (closed tab, cancelled event): drop the job
+        job.cancel()
+        raise
+    try:
+        result = job.wait(0)
+    except Interrupted as exc:
+        ui_warning(t, exc)
+        yield gr.skip(), gr.skip(), t("progress.interrupted", step=exc.step, total=exc.total), \
+            gr.skip(), gr.skip()
+        return
+    except Exception as exc:  # noqa: BLE001 - the job already logged it; a message, never a traceback
+        raise ui_error(t, exc) from None
+    images = [_with_parameters(im, text) for im, text in zip(result.images, result.infotexts)]
+    images += result.images[len(images):]
+    infotexts = list(result.infotexts)
+    done = t("progress.done", count=len(result.images), seconds=f"{result.elapsed_s:.1f}")
+    yield images, (infotexts[0] if infotexts else ""), done, infotexts, list(result.seeds)
+
+
+def style_names(engine, t: Translator, *, warn: bool = False) -> list[str]:
+    """The names in styles.csv; a broken file gives none (with a warning when ``warn``)."""
+    try:
+        return list(engine.styles())
+    except VisageError as exc:
+        if warn:
+            ui_warning(t, exc)
+        return []
+
+
+def make_refresh_styles(engine, t: Translator):
+    """Handler: read styles.csv again; keep the selected styles that still exist."""
+
+    def refresh_styles(selected):
+        names = style_names(engine, t, warn=True)
+        keep = [name for name in (selected or []) if name in names]
+        return gr.Dropdown(choices=names, value=keep)
+
+    return refresh_styles
 
 
 def make_interrupt(engine, t: Translator):
@@ -201,6 +253,11 @@ def build(engine, t: Translator) -> Txt2ImgTab:
         with gr.Column(scale=1, min_width=160):
             generate_btn = gr.Button(t("txt2img.generate"), variant="primary", elem_id="txt2img_generate")
             interrupt_btn = gr.Button(t("txt2img.interrupt"), variant="stop", elem_id="txt2img_interrupt")
+            with gr.Row(equal_height=True):
+                styles = gr.Dropdown(choices=style_names(engine, t), value=[], multiselect=True,
+                                     label=t("styles.label"), scale=4, min_width=120, elem_id="txt2img_styles")
+                styles_refresh = gr.Button(t("styles.refresh"), scale=0, min_width=40)
+    gallery_panel = presets_panel.build_gallery(engine, t)
     with gr.Row():
         with gr.Column(scale=1):
             sampler = gr.Dropdown(choices=list(info.samplers), value=info.default_sampler,
@@ -222,6 +279,7 @@ def build(engine, t: Translator) -> Txt2ImgTab:
                 reuse_seed = gr.Button(t("txt2img.reuse_seed"), scale=0, min_width=48)
             clip_skip = gr.Slider(1, 12, value=1, step=1, label=t("txt2img.clip_skip"),
                                   interactive=info.supports_clip_skip)
+            manager = presets_panel.build_manager(engine, t)
         with gr.Column(scale=1):
             progress = gr.Markdown("")
             gallery = gr.Gallery(label=t("txt2img.gallery"), columns=2, height=512, format="png",
@@ -234,12 +292,16 @@ def build(engine, t: Translator) -> Txt2ImgTab:
 
     tab = Txt2ImgTab(prompt, negative, sampler, steps, cfg, width, height, seed, batch_size, batch_count,
                      clip_skip, random_seed, reuse_seed, generate_btn, interrupt_btn, gallery, infotext,
-                     progress, infotexts, seeds)
+                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager)
 
     outputs = [gallery, infotext, progress, infotexts, seeds]
     handler = make_generate(engine, t)
-    generate_btn.click(handler, tab.params, outputs, api_name="generate", show_progress="minimal",
-                       concurrency_limit=None)
+    # the styles and the active preset come after the eleven fields, so older API callers still work
+    generate_btn.click(handler, [*tab.params, styles, gallery_panel.active], outputs, api_name="generate",
+                       show_progress="minimal", concurrency_limit=None)
+    styles_refresh.click(make_refresh_styles(engine, t), styles, styles, api_visibility="private",
+                         show_progress="hidden")
+    presets_panel.wire(engine, t, tab, handler)
     interrupt_btn.click(make_interrupt(engine, t), None, None, api_name="interrupt", queue=False)
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
     reuse_seed.click(lambda s: s[0] if s else gr.skip(), seeds, seed, api_visibility="private", queue=False)
