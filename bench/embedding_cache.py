@@ -96,6 +96,7 @@ def end_to_end(steps: int, size: int) -> None:
                                  hf_cache=work / "no-hf", embed_cache_persist=False))
         engine.start(load_initial=False)
         engine.switch_model(name).wait()
+        engine.wait_for_warming()  # the preset warm-up would otherwise share the CPU with the timing
         request = GenerationRequest(prompt="a young woman in a garden", preset="realistic_portrait", seed=1,
                                     steps=steps, width=size, height=size, save=False)
         engine.embed_cache.clear()

@@ -16,7 +16,7 @@ import torch
 
 from modules import __version__
 from modules.devices import dtype_name, resolve_device
-from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache
+from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache, text_encoder_state
 from modules.downloads import SUGGESTED, download_repo
 from modules.errors import NotReady, UnsupportedModel
 from modules.families import Family
@@ -26,6 +26,8 @@ from modules.generation.prompting import resolve_prompts
 from modules.generation.txt2img import txt2img
 from modules.jobs import Job, JobContext, JobQueue
 from modules.loader import load_pipeline
+from modules.lora import LoraInfo, check_compatible, find_lora, lora_folders, parse_prompt_loras, scan_loras
+from modules.lora.patcher import LoraPatcher
 from modules.manager import LoadedModel, ModelManager
 from modules.outputs.infotext import build_infotext
 from modules.outputs.saving import save_png
@@ -65,9 +67,12 @@ class Engine:
         self.embed_cache = EmbeddingCache(
             max_bytes=settings.embed_cache_mb * 2**20,
             persist_dir=self.folders.cache / "embeddings" if settings.embed_cache_persist else None)
+        self.lora_patcher = LoraPatcher(hash_cache=self.registry.hash_cache)
+        self._loras: list[LoraInfo] | None = None  # scanned on first use
         self._selected: ModelEntry | None = None  # the model the user last chose (may still be loading)
         self._recent_prompts: deque[tuple[str, str]] = deque(maxlen=8)  # (prompt, negative) as typed
         self._closing = threading.Event()
+        self._warm_thread: threading.Thread | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self, *, load_initial: bool = True) -> Job | None:
@@ -115,11 +120,24 @@ class Engine:
     def queue_position(self, job: Job) -> int:
         return self.queue.position(job)
 
+    def loras(self, refresh: bool = False) -> list[LoraInfo]:
+        """LoRA files in models/Lora and --lora-dir folders (headers only; hashes on use)."""
+        if refresh or self._loras is None:
+            self._loras = scan_loras(lora_folders(self.folders, self.settings.lora_dirs))
+        return self._loras
+
     def styles(self) -> dict[str, Style]:
         return load_styles(self.settings.styles_file)
 
     def cache_stats(self) -> CacheStats:
         return self.embed_cache.stats()
+
+    def wait_for_warming(self, timeout: float | None = None) -> bool:
+        """Block until the background embedding warm-up (started after each load) has finished."""
+        thread = self._warm_thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     # -- jobs --------------------------------------------------------------------------------
     def switch_model(self, name: str) -> Job:
@@ -139,7 +157,8 @@ class Engine:
         req = resolve_prompts(request, entry.family, self.presets, self.settings.styles_file)
         req = req.with_defaults(entry.family)
         req.check_inputs(entry.family)
-        job = self.queue.submit("generate", partial(self._generate_job, entry, req))
+        loras = self._wanted_loras(req, entry)
+        job = self.queue.submit("generate", partial(self._generate_job, entry, req, loras))
         if (request.prompt, request.negative_prompt) not in self._recent_prompts:
             self._recent_prompts.append((request.prompt, request.negative_prompt))
         return job
@@ -166,35 +185,67 @@ class Engine:
                 self._selected = current.entry if current else None
             raise
         self.registry.ensure_hash(loaded.entry)
-        threading.Thread(target=self._warm_cache, args=(loaded,), name="visage-warm", daemon=True).start()
+        self._warm_thread = threading.Thread(target=self._warm_cache, args=(loaded,), name="visage-warm",
+                                             daemon=True)
+        self._warm_thread.start()
         return loaded.entry
 
-    def _generate_job(self, entry: ModelEntry, req: GenerationRequest, ctx: JobContext) -> GenerationResult:
+    def _generate_job(self, entry: ModelEntry, req: GenerationRequest,
+                      loras: list[tuple[LoraInfo, float, float]], ctx: JobContext) -> GenerationResult:
         start = time.perf_counter()
+        clean_prompt, _tags = parse_prompt_loras(req.prompt)  # tags stay in the infotext, as in A1111
         with self.manager.lock:
             loaded = self.manager.activate(entry, on_phase=ctx.report)
             self.registry.ensure_hash(loaded.entry)
-            out = txt2img(loaded.pipe, loaded.family, req, ctx, device=self.device,
-                          encode=partial(self._encode_cached, loaded))
+            report = self.lora_patcher.apply(loaded.pipe, loaded.family, loras)  # [] restores the base
+            te_state = text_encoder_state(report.text_encoder_state)
+            out = txt2img(loaded.pipe, loaded.family, replace(req, prompt=clean_prompt), ctx, device=self.device,
+                          encode=partial(self._encode_cached, loaded, te_state))
+        notes = list(report.notes)
+        if report.unmatched_count:
+            notes.append(f"{report.unmatched_count} LoRA layer(s) matched no module, e.g. "
+                         + ", ".join(report.unmatched_examples))
+            log.warning("LoRA: %s", notes[-1])
+        extra = {"Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in report.active)} if report.active else {}
         ctx.report("saving", ctx.progress.total, ctx.progress.total)
         infotexts, paths = [], []
         for image, seed in zip(out.images, out.seeds):
-            text = build_infotext(req.prompt, req.negative_prompt, self._infotext_params(req, loaded.entry, seed))
+            params = self._infotext_params(req, loaded.entry, seed) | extra
+            params["Version"] = params.pop("Version")
+            text = build_infotext(req.prompt, req.negative_prompt, params)
             infotexts.append(text)
             if req.save:
                 paths.append(str(save_png(image, text, self.folders.txt2img_outputs(), seed)))
         return GenerationResult(images=out.images, seeds=out.seeds, infotexts=infotexts, paths=paths,
-                                model=loaded.entry.title, elapsed_s=time.perf_counter() - start)
+                                model=loaded.entry.title, elapsed_s=time.perf_counter() - start, notes=notes)
+
+    def _wanted_loras(self, req: GenerationRequest, entry: ModelEntry) -> list[tuple[LoraInfo, float, float]]:
+        """``<lora:…>`` tags in the prompt plus the request's list, resolved and checked at submit."""
+        _clean, tags = parse_prompt_loras(req.prompt)
+        wanted = [(t.name, t.unet_weight, t.te_weight) for t in tags]
+        wanted += [(name, float(weight), float(weight)) for name, weight in req.loras]
+        if not wanted:
+            return []
+        infos = self.loras()
+        resolved = []
+        for name, unet_w, te_w in wanted:
+            info = find_lora(infos, name)
+            check_compatible(info, entry.family)  # LoraError names both families
+            resolved.append((info, unet_w, te_w))
+        return resolved
 
     # -- prompt embeddings -------------------------------------------------------------------
-    def _cache_key(self, loaded: LoadedModel, prompt: str, negative: str, do_cfg: bool, clip_skip: int) -> CacheKey:
-        return CacheKey(loaded.entry.hash or str(loaded.entry.path), "", clip_skip, prompt, negative,
+    def _cache_key(self, loaded: LoadedModel, te_state: str, prompt: str, negative: str, do_cfg: bool,
+                   clip_skip: int) -> CacheKey:
+        return CacheKey(loaded.entry.hash or str(loaded.entry.path), te_state, clip_skip, prompt, negative,
                         options={"family": loaded.family.value, "do_cfg": do_cfg,
                                  "dtype": dtype_name(loaded.dtype)})
 
-    def _encode_cached(self, loaded: LoadedModel, prompt: str, negative: str, do_cfg: bool, clip_skip: int):
-        """The txt2img encode step, through the cache. Runs on the worker with the device lock held."""
-        key = self._cache_key(loaded, prompt, negative, do_cfg, clip_skip)
+    def _encode_cached(self, loaded: LoadedModel, te_state: str, prompt: str, negative: str, do_cfg: bool,
+                       clip_skip: int):
+        """The txt2img encode step, through the cache. Runs on the worker with the device lock held;
+        ``te_state`` names the LoRAs active on the text encoder(s) right now."""
+        key = self._cache_key(loaded, te_state, prompt, negative, do_cfg, clip_skip)
         return self.embed_cache.get_or_compute(key, partial(
             encode_prompts, loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
             clip_skip=clip_skip, device=self.device), device=self.device)
@@ -214,6 +265,8 @@ class Engine:
             with self.manager.lock:
                 if not still_current():
                     raise NotReady("model changed while warming the embedding cache")
+                if self.lora_patcher.text_encoder_state(loaded.pipe):
+                    raise NotReady("a text-encoder LoRA is active; warming only covers the base model")
                 return encode_prompts(loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
                                       clip_skip=clip_skip, device=self.device)
 
@@ -221,9 +274,12 @@ class Engine:
         for preset in self.presets.list():
             for user_prompt, user_negative in [("", ""), *reversed(self._recent_prompts)]:
                 f = apply_preset(preset, user_prompt, loaded.family, user_negative)
+                prompt, tags = parse_prompt_loras(f["prompt"])
+                if tags:  # its LoRAs would change the embeddings: computed on first use instead
+                    continue
                 do_cfg = uses_cfg(loaded.family, f["cfg_scale"])
-                args = (f["prompt"], f["negative_prompt"], do_cfg, f["clip_skip"])
-                jobs.append((self._cache_key(loaded, *args), partial(compute, *args)))
+                args = (prompt, f["negative_prompt"], do_cfg, f["clip_skip"])
+                jobs.append((self._cache_key(loaded, "", *args), partial(compute, *args)))
         report = self.embed_cache.warm(jobs, should_stop=lambda: not still_current())
         log.info("embedding cache warmed for %s: %s", loaded.entry.name, report)
 

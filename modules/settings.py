@@ -32,6 +32,7 @@ class Settings:
     embed_cache_mb: int = 256  # prompt-embedding cache in RAM
     embed_cache_persist: bool = True  # keep embeddings on disk under cache/embeddings
     max_queue: int = 64  # jobs waiting beyond this are refused (HTTP 503)
+    lora_dirs: tuple[Path, ...] = ()  # searched after models/Lora
 
     @property
     def folders(self) -> Folders:
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embed-cache-persist", dest="embed_cache_persist", action="store_false",
                    help="do not keep prompt embeddings on disk between runs")
     p.add_argument("--max-queue", type=int, default=64, help="jobs allowed to wait in the queue")
+    p.add_argument("--lora-dir", dest="lora_dirs", type=Path, action="append", default=[],
+                   help="another LoRA folder, searched after models/Lora (repeatable)")
     return p
 
 
@@ -99,4 +102,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         styles_file=args.styles_file.expanduser().resolve(),
         embed_cache_mb=max(0, args.embed_cache_mb), embed_cache_persist=args.embed_cache_persist,
         max_queue=max(1, args.max_queue),
+        lora_dirs=tuple(p.expanduser().resolve() for p in args.lora_dirs),
     )

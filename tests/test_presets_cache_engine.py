@@ -76,6 +76,7 @@ def test_styles_apply_in_order(engine):
 
 def _count_text_encoder_calls(engine, monkeypatch, model):
     engine.switch_model(model).wait(120)
+    assert engine.wait_for_warming(120)  # the background warm-up also runs the text encoder
     pipe = engine.manager.current.pipe
     calls = []
     encoder = pipe.text_encoder
@@ -118,7 +119,7 @@ def test_presets_are_warmed_in_the_background_after_a_load(engine):
     from modules.presets import apply_preset
     for preset in engine.presets.list():
         f = apply_preset(preset, "", Family.SDXL)
-        keys.append(engine._cache_key(loaded, f["prompt"], f["negative_prompt"],
+        keys.append(engine._cache_key(loaded, "", f["prompt"], f["negative_prompt"],
                                       uses_cfg(Family.SDXL, f["cfg_scale"]), f["clip_skip"]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(engine.embed_cache.contains(k) for k in keys):

@@ -24,11 +24,15 @@ from PIL.PngImagePlugin import PngInfo  # noqa: E402
 from modules import errors  # noqa: E402
 from modules.errors import DownloadError, InvalidRequest, ModelLoadError, ModelNotFound, VisageError  # noqa: E402
 from modules.families import FLOW_SAMPLERS, SD_SAMPLERS, Family  # noqa: E402
+from modules.embedding_cache.stats import CacheStats  # noqa: E402
 from modules.generation.params import GenerationRequest, GenerationResult  # noqa: E402
+from modules.generation.prompting import resolve_prompts  # noqa: E402
 from modules.jobs import JobQueue  # noqa: E402
 from modules.outputs.infotext import build_infotext  # noqa: E402
+from modules.presets import PresetStore  # noqa: E402
 from modules.registry.entry import ModelEntry, ModelFormat  # noqa: E402
 from modules.settings import Settings  # noqa: E402
+from modules.styles import load_styles  # noqa: E402
 from modules.ui import build_blocks, build_page, make_send_to_txt2img  # noqa: E402
 from modules.ui.i18n import EN, ZH, Translator, error_text, resolve_lang  # noqa: E402
 from modules.ui.txt2img import PARAM_FIELDS  # noqa: E402
@@ -62,15 +66,24 @@ class FakeStatus:
     queue_length: int
     device: str
     dtype: str
+    in_ram: tuple = ()
+
+
+STYLES_CSV = ("name,prompt,negative_prompt\n"
+              "Film,\"{prompt}, film grain\",digital\n"
+              "Sharp,sharp focus,blurry\n")
 
 
 class FakeEngine:
     """The engine interface the page uses, with a real JobQueue and instant fake jobs.
 
     ``gate``: generation jobs pause after step 3 until it is set (so tests can watch progress).
+    Presets: the shipped ones plus a user folder under ``root``; styles: ``root/styles.csv``.
+    ``requests``: what the jobs ran (preset and styles applied, as the real engine does);
+    ``submitted``: the requests exactly as the page sent them.
     """
 
-    def __init__(self):
+    def __init__(self, root: Path):
         self.queue = JobQueue(max_pending=4, name="fake-worker")
         self.queue.start()
         self.entries = [
@@ -85,7 +98,13 @@ class FakeEngine:
         self.gate = threading.Event()
         self.gate.set()
         self.requests: list[GenerationRequest] = []
+        self.submitted: list[GenerationRequest] = []
         self.refreshes = 0
+        self.presets = PresetStore([REPO / "presets", root / "presets"], save_dir=root / "presets")
+        self.styles_file = root / "styles.csv"
+        self.styles_file.write_text(STYLES_CSV, encoding="utf-8")
+        self.stats = CacheStats(hits=3, misses=1, entries=4, bytes=3 * 2**20, max_bytes=256 * 2**20,
+                                time_saved_s=1.25, disk_entries=2, disk_bytes=2**20, disk_hits=1)
 
     def close(self):
         self.gate.set()
@@ -106,6 +125,12 @@ class FakeEngine:
 
     def family_of(self, model_name=None):
         return self._entry(model_name).family if model_name else self.current.family
+
+    def styles(self):
+        return load_styles(self.styles_file)
+
+    def cache_stats(self):
+        return self.stats
 
     def suggested_models(self):
         return [{"repo_id": "Tongyi-MAI/Z-Image-Turbo", "family": "zimage", "note": "needs >= 16 GB"}]
@@ -129,8 +154,9 @@ class FakeEngine:
 
     def generate(self, request: GenerationRequest):
         family = self.current.family
-        req = request.with_defaults(family)
+        req = resolve_prompts(request, family, self.presets, self.styles_file).with_defaults(family)
         req.check_inputs(family)
+        self.submitted.append(request)
         self.requests.append(req)
 
         def run(ctx):
@@ -164,8 +190,8 @@ class FakeEngine:
 
 
 @pytest.fixture
-def engine():
-    e = FakeEngine()
+def engine(tmp_path):
+    e = FakeEngine(tmp_path)
     yield e
     e.close()
 
@@ -195,7 +221,8 @@ def txt2img_args(**over):
 # -- import hygiene ---------------------------------------------------------------------------------
 
 def test_ui_import_leaves_torch_out():
-    code = ("import sys, modules.ui, modules.ui.txt2img, modules.ui.pnginfo, modules.ui.models_tab; "
+    code = ("import sys, modules.ui, modules.ui.txt2img, modules.ui.pnginfo, modules.ui.models_tab, "
+            "modules.ui.presets_panel, modules.ui.system_tab; "
             "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
             "print('HEAVY', bad)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,

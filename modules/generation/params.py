@@ -29,6 +29,7 @@ class GenerationRequest:
     model: str | None = None  # None: the current model
     preset: str | None = None  # recorded in infotext ("Preset: ID")
     styles: list[str] = field(default_factory=list)
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (name, weight) besides <lora:…> tags
     save: bool = True
     extra_infotext: dict = field(default_factory=dict)  # later features add fields here
 
@@ -86,3 +87,4 @@ class GenerationResult:
     paths: list[str]
     model: str
     elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. LoRA keys that matched no module

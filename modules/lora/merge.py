@@ -140,7 +140,8 @@ def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
 
 
 def _base_hashes(entry: ModelEntry, cache) -> tuple[str | None, str | None]:
-    """(A1111 10-hex model hash, full sha256 when it is a file) of the base."""
+    """(A1111 10-hex model hash, full sha256 when it is a file and known) of the base. The registry's
+    hash is used when the entry has one (no re-reading of a multi-GB file); computed otherwise."""
     from modules.registry.hashing import (
         DIFFUSERS_HASH_NAMES, DIFFUSERS_HASH_SUFFIXES, combine_folder_hash, folder_hash_files, sha256_file,
         short_hash,
@@ -148,18 +149,18 @@ def _base_hashes(entry: ModelEntry, cache) -> tuple[str | None, str | None]:
 
     path = Path(entry.path)
     if path.is_file():
+        if entry.hash:
+            return entry.hash, cache.cached_sha256(path) if cache is not None else None
         full = cache.full_sha256(path) if cache is not None else sha256_file(path)
         return short_hash(full), full
-    if entry.hash:
+    if entry.hash or not path.is_dir():
         return entry.hash, None
-    if path.is_dir():
-        if cache is not None:
-            full = cache.folder_sha256(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
-        else:
-            files = folder_hash_files(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
-            full = combine_folder_hash([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
-        return (short_hash(full) if full else None), None
-    return None, None
+    if cache is not None:
+        full = cache.folder_sha256(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
+    else:
+        files = folder_hash_files(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
+        full = combine_folder_hash([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
+    return (short_hash(full) if full else None), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +207,7 @@ def clear_stale_temps(final: Path) -> list[Path]:
             os.replace(child, final)
             continue
         _remove(child)
+        log.info("removed %s, left by an interrupted merge", child)
         removed.append(child)
     return removed
 

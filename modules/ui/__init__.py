@@ -5,8 +5,13 @@ function ``build(engine, t) -> <Tab dataclass>`` in its own module that lays out
 events; events that span tabs (model switch -> txt2img defaults, PNG Info -> txt2img) are wired here.
 To add a tab: write ``modules/ui/<name>.py`` with ``build(engine, t)`` and add it to :func:`build_blocks`.
 
-Public API endpoints (``gradio_client``): ``/generate``, ``/interrupt``, ``/switch_model``,
-``/refresh_models``, ``/status``, ``/png_info``, ``/download_model``.
+Public API endpoints (``gradio_client``): ``/generate``, ``/generate_preset``, ``/interrupt``,
+``/switch_model``, ``/refresh_models``, ``/status``, ``/system``, ``/png_info``, ``/download_model``.
+
+``/generate`` takes the eleven txt2img fields (prompt, negative_prompt, sampler, steps, cfg_scale,
+width, height, seed, batch_size, batch_count, clip_skip) and then, optionally, ``styles`` (a list of
+styles.csv names). ``/generate_preset`` takes ``preset_id, prompt`` (and optionally
+``negative_prompt, styles``) and uses the preset's values for the current model family.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import gradio as gr
 from modules.errors import VisageError
 from modules.families import family_info
 from modules.ui import header as header_ui
-from modules.ui import models_tab, pnginfo, txt2img
+from modules.ui import models_tab, pnginfo, presets_panel, system_tab, txt2img
 from modules.outputs.infotext import request_from_infotext
 from modules.ui.common import model_choices, ui_error, ui_info
 from modules.ui.i18n import Translator, resolve_lang
@@ -26,6 +31,7 @@ __all__ = ["build_page", "build_blocks"]
 TAB_TXT2IMG = "txt2img"
 TAB_PNGINFO = "pnginfo"
 TAB_MODELS = "models"
+TAB_SYSTEM = "system"
 
 
 def build_page(engine, settings, *, lang: str | None = None) -> gr.Blocks:
@@ -41,22 +47,36 @@ def build_blocks(engine, t: Translator) -> gr.Blocks:
     with gr.Blocks(title=t("app.title"), analytics_enabled=False) as demo:
         top = header_ui.build(engine, t)
         with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
-            with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG):
+            with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG) as txt_page:
                 txt = txt2img.build(engine, t)
-            with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO):
+            with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO) as png_page:
                 png = pnginfo.build(engine, t)
-            with gr.Tab(t("tab.models"), id=TAB_MODELS):
+            with gr.Tab(t("tab.models"), id=TAB_MODELS) as models_page:
                 models = models_tab.build(engine, t)
+            with gr.Tab(t("tab.system"), id=TAB_SYSTEM) as system_page:
+                system = system_tab.build(engine, t)
+
+        # the System tab refreshes itself only while it is open
+        for page in (txt_page, png_page, models_page):
+            page.select(lambda: system_tab.timer_update(False), None, system.timer,
+                        api_visibility="private", queue=False)
+        system_page.select(lambda: system_tab.timer_update(True), None, system.timer,
+                           api_visibility="private", queue=False) \
+            .then(system_tab.make_refresh(engine, t), None, [system.engine_info, system.cache_info],
+                  api_visibility="private", show_progress="hidden")
 
         current_outputs = [top.model, top.status, *txt.family_outputs]
-        top.model.input(header_ui.make_switch(engine, t), top.model, current_outputs,
-                        api_name="switch_model", show_progress="minimal")
-        top.refresh.click(lambda: header_ui.current_updates(engine, t, refresh=True), None,
-                          current_outputs, api_visibility="private", show_progress="hidden") \
-            .then(models_tab.make_refresh(engine, t), None, [models.summary, models.table],
-                  api_visibility="private", show_progress="hidden")
-        demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
-                  api_visibility="private", show_progress="hidden")
+        switch = top.model.input(header_ui.make_switch(engine, t), top.model, current_outputs,
+                                 api_name="switch_model", show_progress="minimal")
+        refresh = top.refresh.click(lambda: header_ui.current_updates(engine, t, refresh=True), None,
+                                    current_outputs, api_visibility="private", show_progress="hidden")
+        refresh.then(models_tab.make_refresh(engine, t), None, [models.summary, models.table],
+                     api_visibility="private", show_progress="hidden")
+        load = demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
+                         api_visibility="private", show_progress="hidden")
+        # a new family re-sorts the preset gallery and re-applies the active preset's values
+        for event in (switch, refresh, load):
+            presets_panel.wire_family_change(engine, t, txt, event)
 
         def refresh_choices():
             return gr.Dropdown(choices=model_choices(engine.models()))

@@ -98,7 +98,8 @@ def build(engine, t: Translator) -> SystemTab:
         """Device, loaded models, queue length and embedding-cache statistics."""
         return system_info(engine)
 
-    gr.api(system, api_name="system", concurrency_limit=None)
+    data = gr.JSON(visible=False, label=t("system.data"))
+    gr.on(triggers=[], fn=system, inputs=None, outputs=data, api_name="system", concurrency_limit=None)
     return SystemTab(engine_md, cache_md, refresh, timer)
 
 

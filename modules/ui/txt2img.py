@@ -227,7 +227,7 @@ def make_refresh_styles(engine, t: Translator):
     def refresh_styles(selected):
         names = style_names(engine, t, warn=True)
         keep = [name for name in (selected or []) if name in names]
-        return gr.Dropdown(choices=names, value=keep)
+        return gr.Dropdown(choices=names, value=keep, multiselect=True)
 
     return refresh_styles
 
