@@ -187,6 +187,28 @@ def cmd_cache_stats(args) -> int:
     return 0
 
 
+def _loras_parser(p):
+    _add_folder_flags(p)
+    p.add_argument("--lora-dir", dest="lora_dirs", action="append", default=[], help="extra LoRA folder")
+    p.add_argument("--json", action="store_true")
+
+
+@command("loras", "list LoRA files: format, family, rank, and why unsupported", _loras_parser)
+def cmd_loras(args) -> int:
+    from modules.lora import lora_folders, scan_loras
+    infos = scan_loras(lora_folders(_settings(args).folders, args.lora_dirs))
+    if args.json:
+        print(json.dumps([{"name": i.name, "path": str(i.path), "format": i.format,
+                           "family": i.family.value if i.family else None, "rank": i.rank,
+                           "text_encoder": i.has_text_encoder, "supported": i.supported, "reason": i.reason}
+                          for i in infos], ensure_ascii=False, indent=2))
+        return 0
+    for i in infos:
+        status = "ok" if i.supported else f"unsupported: {i.reason}"
+        print(f"{i.name}\t{i.format}\t{i.family.value if i.family else '-'}\trank {i.rank}\t{status}")
+    return 0
+
+
 def _download_parser(p):
     p.add_argument("repo_id", nargs="?", help="Hugging Face repo id, e.g. Tongyi-MAI/Z-Image-Turbo")
     p.add_argument("--list", action="store_true", help="show suggested models")
