@@ -1,14 +1,25 @@
-"""Visage WebUI entry point: ``bash webui.sh [flags]`` (or ``python webui.py [flags]`` inside the venv)."""
+"""Visage WebUI entry point: ``bash webui.sh [flags]`` (or ``python webui.py [flags]`` inside the venv).
+
+One server (uvicorn) on one port: the Gradio page at ``/``, and with ``--api`` the HTTP API
+(``/healthz``, ``/api/v1``, ``/sdapi/v1``, ``/docs``); ``--nowebui`` serves the API alone.
+"""
 from __future__ import annotations
 
 import locale
 import logging
 import os
+import secrets
 import sys
+import threading
+import time
+from dataclasses import replace
 
-from modules.settings import build_parser, settings_from_args
+from modules.settings import Settings, build_parser, settings_from_args
 
 log = logging.getLogger("visage")
+
+#: seconds the share-link thread waits for the local server before giving up
+SHARE_WAIT_S = 120
 
 
 def system_lang() -> str:
@@ -21,26 +32,101 @@ def system_lang() -> str:
     return "zh" if code.startswith("zh") else "en"
 
 
+def access_problem(settings: Settings) -> str | None:
+    """Why these settings must not start (a public link without credentials), or None."""
+    if settings.share and not settings.auth and not (settings.nowebui and settings.api_auth):
+        return ("--share publishes Visage on the internet; it needs --auth user:pass (or, with --nowebui, "
+                "--api-auth user:pass) so that nobody else can use your GPU.")
+    return None
+
+
+def api_settings(settings: Settings) -> Settings:
+    """The API's credentials: --api-auth, or with --share (a public link) the page's --auth ones."""
+    if settings.share and not settings.api_auth and settings.auth:
+        log.info("--share without --api-auth: the API uses the --auth credentials (HTTP Basic)")
+        return replace(settings, api_auth=settings.auth)
+    return settings
+
+
+def create_app(engine, settings: Settings, lang: str):
+    """The FastAPI app to serve: the API (with --api / --nowebui) and the page (unless --nowebui)."""
+    if settings.api:
+        from modules.api import build_api
+
+        app = build_api(engine, api_settings(settings))
+    else:
+        from fastapi import FastAPI
+
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    if not settings.nowebui:
+        import gradio as gr
+
+        from modules.ui import build_page
+
+        page = build_page(engine, settings, lang=lang)
+        page.queue(default_concurrency_limit=4)
+        app = gr.mount_gradio_app(app, page, path="/", auth=list(settings.auth) or None, show_error=True,
+                                  ssr_mode=False, server_name=settings.host, server_port=settings.port)
+    return app
+
+
+def open_share_link(server, settings: Settings) -> str | None:
+    """Once the local server runs, ask Gradio's share service for a public link. Offline (or on any
+    failure) say so and return None: the local server keeps running either way."""
+    deadline = time.monotonic() + SHARE_WAIT_S
+    while not server.started and not server.should_exit and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not server.started:
+        return None
+    local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    try:
+        from gradio import networking
+
+        url = networking.setup_tunnel(local_host=local_host, local_port=settings.port,
+                                      share_token=secrets.token_urlsafe(32), share_server_address=None,
+                                      share_server_tls_certificate=None)
+    except Exception as exc:  # noqa: BLE001 - offline, blocked, missing binary: all mean "no link"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"share: could not create a public link ({type(exc).__name__}: {first}); "
+              f"the local server keeps running at http://{local_host}:{settings.port}/", file=sys.stderr, flush=True)
+        return None
+    print(f"share: public URL {url} (protected by --auth)", flush=True)
+    return url
+
+
+def serve(app, settings: Settings) -> None:
+    """Run ``app`` with uvicorn until interrupted (Ctrl+C / SIGTERM)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False,
+                                           log_level="info", timeout_graceful_shutdown=5))
+    if settings.share:
+        threading.Thread(target=open_share_link, args=(server, settings), name="visage-share",
+                         daemon=True).start()
+    what = "API" if settings.nowebui else ("page and API" if settings.api else "page")
+    print(f"Visage: serving the {what} on http://{settings.host}:{settings.port}/", flush=True)
+    server.run()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    if settings.share and not settings.auth:
-        print("error: --share publishes the page on the internet; it needs --auth user:pass "
-              "so that nobody else can use your GPU.", file=sys.stderr)
+    problem = access_problem(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not (settings.auth or settings.api_auth):
+        log.warning("listening on %s without --auth/--api-auth: anyone on the network can use this GPU",
+                    settings.host)
     lang = system_lang() if settings.lang == "auto" else settings.lang
 
     from modules.engine import Engine
-    from modules.ui import build_page
 
     engine = Engine(settings)
-    engine.start()  # the first model loads in the background; the page shows loading/ready/error
-    page = build_page(engine, settings, lang=lang)
-    page.queue(default_concurrency_limit=4)
+    engine.start()  # the first model loads in the background; the page and /healthz show loading/ready/error
     try:
-        page.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
-                    auth=list(settings.auth) or None, inbrowser=False, show_error=True)
+        serve(create_app(engine, settings, lang), settings)
     finally:
         engine.close()
     return 0

@@ -10,6 +10,7 @@ the script. Weights are random: speed does not depend on their values.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -140,6 +141,7 @@ def main() -> None:
     try:
         print("building the random base checkpoint ...", file=sys.stderr)
         base_path = build_base(folders)
+        os.sync()  # the base was just written: let its writeback finish outside the timings
         cache = HashCache(folders.cache / "hashes.json")
         registry = ModelRegistry(folders, cache, hf_cache=work / "no-hf-cache")
         registry.scan()  # model hash computed here, outside the timings (the UI has it already)
@@ -171,12 +173,16 @@ def main() -> None:
         t["re-activate after clear (resident, no file read)"] = time.perf_counter() - start
 
         out = merge_output_path(folders, "random-sd15-merged", "single-file")
+        stages: list[tuple[str, float]] = []
         with PeakRss() as peak:
             rss_before = rss_bytes()
             start = time.perf_counter()
             merge_loras(pipe, "sd15", [(info, 0.5, 0.5)], out_path=out, fmt="single-file", dtype="fp16",
-                        base_entry=entry, patcher=patcher, hash_cache=cache)
+                        base_entry=entry, patcher=patcher, hash_cache=cache,
+                        on_progress=lambda label, done, total: stages.append((label, time.perf_counter())))
             t["fuse + save (single-file fp16)"] = time.perf_counter() - start
+        for (label, at), (_, until) in zip(stages, stages[1:]):
+            t[f"(of the merge: {label.replace(out.name, 'file')})"] = until - at
         err = check_merged_tensor(pipe, out, lora_path, 0.5)
 
         total_keys = ("inspect + hash LoRA file", "load + apply (read, convert, inject, activate)",

@@ -16,9 +16,9 @@ import torch
 
 from modules import __version__
 from modules.devices import dtype_name, resolve_device
-from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache, text_encoder_state
+from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache, SkipWarm, text_encoder_state
 from modules.downloads import SUGGESTED, download_repo
-from modules.errors import NotReady, UnsupportedModel
+from modules.errors import NotReady, OutOfMemory, UnsupportedModel
 from modules.families import Family
 from modules.generation.encoding import encode_prompts, uses_cfg
 from modules.generation.params import GenerationRequest, GenerationResult
@@ -28,7 +28,7 @@ from modules.jobs import Job, JobContext, JobQueue
 from modules.loader import load_pipeline
 from modules.lora import LoraInfo, check_compatible, find_lora, lora_folders, parse_prompt_loras, scan_loras
 from modules.lora.patcher import LoraPatcher
-from modules.manager import LoadedModel, ModelManager
+from modules.manager import LoadedModel, ModelManager, release_memory
 from modules.outputs.infotext import build_infotext
 from modules.outputs.saving import save_png
 from modules.registry import HashCache, ModelRegistry
@@ -38,6 +38,9 @@ from modules.settings import REPO_ROOT, Settings
 from modules.styles import Style, load_styles
 
 log = logging.getLogger(__name__)
+
+#: the background warm-up gives up when a single prompt encode takes longer than this
+WARM_MAX_ENCODE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Engine:
         self.settings = settings
         self.folders = settings.folders
         self.registry = ModelRegistry(self.folders, HashCache(self.folders.cache / "hashes.json"),
-                                      hf_cache=settings.hf_cache)
+                                      hf_cache=settings.hf_cache, allow_pickle=settings.allow_pickle)
         self.device = resolve_device(settings.device)
         self.manager = ModelManager(self._load, device=self.device, dtype=settings.dtype,
                                     ram_cache=settings.ckpt_cache)
@@ -73,6 +76,7 @@ class Engine:
         self._recent_prompts: deque[tuple[str, str]] = deque(maxlen=8)  # (prompt, negative) as typed
         self._closing = threading.Event()
         self._warm_thread: threading.Thread | None = None
+        self._warm_generation = 0  # bumped at each load: an older warm-up stops
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self, *, load_initial: bool = True) -> Job | None:
@@ -185,9 +189,11 @@ class Engine:
                 self._selected = current.entry if current else None
             raise
         self.registry.ensure_hash(loaded.entry)
-        self._warm_thread = threading.Thread(target=self._warm_cache, args=(loaded,), name="visage-warm",
-                                             daemon=True)
-        self._warm_thread.start()
+        if self.settings.warm_presets:
+            self._warm_generation += 1
+            self._warm_thread = threading.Thread(target=self._warm_cache, args=(loaded, self._warm_generation),
+                                                 name="visage-warm", daemon=True)
+            self._warm_thread.start()
         return loaded.entry
 
     def _generate_job(self, entry: ModelEntry, req: GenerationRequest,
@@ -199,8 +205,16 @@ class Engine:
             self.registry.ensure_hash(loaded.entry)
             report = self.lora_patcher.apply(loaded.pipe, loaded.family, loras)  # [] restores the base
             te_state = text_encoder_state(report.text_encoder_state)
-            out = txt2img(loaded.pipe, loaded.family, replace(req, prompt=clean_prompt), ctx, device=self.device,
-                          encode=partial(self._encode_cached, loaded, te_state))
+            oom = None
+            try:
+                out = txt2img(loaded.pipe, loaded.family, replace(req, prompt=clean_prompt), ctx,
+                              device=self.device, encode=partial(self._encode_cached, loaded, te_state))
+            except (MemoryError, torch.OutOfMemoryError) as exc:
+                oom = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            if oom is not None:  # out of the except block: the failed call's tensors are unreferenced now
+                release_memory(self.device)
+                raise OutOfMemory(f"out of memory while generating ({oom}); the memory was released, "
+                                  "try a smaller size or batch")
         notes = list(report.notes)
         if report.unmatched_count:
             notes.append(f"{report.unmatched_count} LoRA layer(s) matched no module, e.g. "
@@ -250,25 +264,34 @@ class Engine:
             encode_prompts, loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
             clip_skip=clip_skip, device=self.device), device=self.device)
 
-    def _warm_cache(self, loaded: LoadedModel) -> None:
+    def _warm_cache(self, loaded: LoadedModel, generation: int) -> None:
         """Background: pre-compute every preset's embeddings (empty and recent user prompts).
 
         Each entry waits until the queue is empty and then holds the device lock for one encode
-        only, so a generation never waits behind more than one text-encoder call.
+        only, so a generation waits behind at most one text-encoder call. Stops when another model
+        loads, and gives up when one encode is slower than WARM_MAX_ENCODE_S (a 4B text encoder on
+        a CPU): warming would then hog the device for minutes.
         """
-        def still_current() -> bool:
-            return not self._closing.is_set() and self.manager.current is loaded
+        slow = threading.Event()
+
+        def should_stop() -> bool:
+            return (self._closing.is_set() or slow.is_set() or generation != self._warm_generation
+                    or self.manager.current is not loaded)
 
         def compute(prompt: str, negative: str, do_cfg: bool, clip_skip: int):
-            while len(self.queue) and still_current():
+            while len(self.queue) and not should_stop():
                 time.sleep(0.05)
             with self.manager.lock:
-                if not still_current():
-                    raise NotReady("model changed while warming the embedding cache")
-                if self.lora_patcher.text_encoder_state(loaded.pipe):
-                    raise NotReady("a text-encoder LoRA is active; warming only covers the base model")
-                return encode_prompts(loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
-                                      clip_skip=clip_skip, device=self.device)
+                if should_stop() or self.lora_patcher.text_encoder_state(loaded.pipe):
+                    raise SkipWarm
+                start = time.perf_counter()
+                embeds = encode_prompts(loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
+                                        clip_skip=clip_skip, device=self.device)
+            if time.perf_counter() - start > WARM_MAX_ENCODE_S:
+                slow.set()
+                log.info("embedding warm-up stopped: one encode took %.1f s on %s",
+                         time.perf_counter() - start, self.device)
+            return embeds
 
         jobs = []
         for preset in self.presets.list():
@@ -280,7 +303,7 @@ class Engine:
                 do_cfg = uses_cfg(loaded.family, f["cfg_scale"])
                 args = (prompt, f["negative_prompt"], do_cfg, f["clip_skip"])
                 jobs.append((self._cache_key(loaded, "", *args), partial(compute, *args)))
-        report = self.embed_cache.warm(jobs, should_stop=lambda: not still_current())
+        report = self.embed_cache.warm(jobs, should_stop=should_stop)
         log.info("embedding cache warmed for %s: %s", loaded.entry.name, report)
 
     # -- helpers -----------------------------------------------------------------------------

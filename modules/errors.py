@@ -77,3 +77,9 @@ class UnsafeName(VisageError, ValueError):
     """A user-supplied name tried to leave its folder (../, absolute path, NUL, symlink out)."""
 
     code = "unsafe_name"
+
+
+class OutOfMemory(VisageError):
+    """The device (or the machine) ran out of memory during a job; the memory has been released."""
+
+    code = "out_of_memory"

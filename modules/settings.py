@@ -33,6 +33,12 @@ class Settings:
     embed_cache_persist: bool = True  # keep embeddings on disk under cache/embeddings
     max_queue: int = 64  # jobs waiting beyond this are refused (HTTP 503)
     lora_dirs: tuple[Path, ...] = ()  # searched after models/Lora
+    warm_presets: bool = True  # pre-compute preset embeddings in the background after each load
+    api: bool = False  # serve the HTTP API (native + A1111-compatible) next to the page
+    nowebui: bool = False  # serve the API alone (implies api)
+    api_auth: tuple[tuple[str, str], ...] = ()  # HTTP Basic credentials for the API
+    allow_pickle: bool = False  # load .ckpt/.pt/.pth checkpoints (only with torch.load(weights_only=True))
+    config_file: Path = REPO_ROOT / "config.json"  # options set through the API (A1111's config.json keys)
 
     @property
     def folders(self) -> Folders:
@@ -83,8 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embed-cache-persist", dest="embed_cache_persist", action="store_false",
                    help="do not keep prompt embeddings on disk between runs")
     p.add_argument("--max-queue", type=int, default=64, help="jobs allowed to wait in the queue")
+    p.add_argument("--no-preset-warmup", dest="warm_presets", action="store_false",
+                   help="do not pre-compute preset prompt embeddings after a model loads")
     p.add_argument("--lora-dir", dest="lora_dirs", type=Path, action="append", default=[],
                    help="another LoRA folder, searched after models/Lora (repeatable)")
+    p.add_argument("--api", action="store_true",
+                   help="serve the HTTP API (/api/v1, A1111-compatible /sdapi/v1) next to the page")
+    p.add_argument("--nowebui", action="store_true", help="serve the HTTP API only, without the page")
+    p.add_argument("--api-auth", default=None,
+                   help="HTTP Basic credentials for the API: user:pass[,user:pass] or a file of user:pass lines")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load .ckpt/.pt/.pth checkpoints (tensors only: torch.load(weights_only=True))")
+    p.add_argument("--config-file", type=Path, default=REPO_ROOT / "config.json",
+                   help="where options set through the API are kept (A1111 config.json keys)")
     return p
 
 
@@ -103,4 +120,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         embed_cache_mb=max(0, args.embed_cache_mb), embed_cache_persist=args.embed_cache_persist,
         max_queue=max(1, args.max_queue),
         lora_dirs=tuple(p.expanduser().resolve() for p in args.lora_dirs),
+        warm_presets=args.warm_presets,
+        api=args.api or args.nowebui, nowebui=args.nowebui, api_auth=parse_auth(args.api_auth),
+        allow_pickle=args.allow_pickle, config_file=args.config_file.expanduser().resolve(),
     )

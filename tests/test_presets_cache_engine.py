@@ -125,3 +125,15 @@ def test_presets_are_warmed_in_the_background_after_a_load(engine):
     while time.monotonic() < deadline and not all(engine.embed_cache.contains(k) for k in keys):
         time.sleep(0.2)
     assert all(engine.embed_cache.contains(k) for k in keys)
+
+
+def test_warm_up_gives_up_when_encoding_is_slow(engine, monkeypatch):
+    """A text encoder slower than WARM_MAX_ENCODE_S (a 4B encoder on a CPU) stops the warm-up after one entry."""
+    import modules.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "WARM_MAX_ENCODE_S", 0.0)
+    engine.embed_cache.clear()
+    engine.switch_model("tiny-sd15-diffusers-0").wait(120)
+    engine.switch_model("tiny-zimage-diffusers-0").wait(120)
+    assert engine.wait_for_warming(120)
+    assert engine.cache_stats().entries == 1

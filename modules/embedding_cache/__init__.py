@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from modules.embedding_cache.cache import EmbeddingCache
     from modules.embedding_cache.embeds import Embeds
 
-__all__ = ["CacheKey", "CacheStats", "EmbeddingCache", "Embeds", "WarmReport", "text_encoder_state"]
+__all__ = ["CacheKey", "CacheStats", "EmbeddingCache", "Embeds", "SkipWarm", "WarmReport", "text_encoder_state"]
 
 
 def __getattr__(name: str):
@@ -30,6 +30,10 @@ def __getattr__(name: str):
         from modules.embedding_cache.cache import EmbeddingCache
 
         return EmbeddingCache
+    if name == "SkipWarm":
+        from modules.embedding_cache.cache import SkipWarm
+
+        return SkipWarm
     if name == "Embeds":
         from modules.embedding_cache.embeds import Embeds
 

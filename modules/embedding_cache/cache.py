@@ -29,6 +29,10 @@ DEFAULT_MAX_DISK_BYTES = 1 << 30  # 1 GiB
 Compute = Callable[[], Embeds]
 
 
+class SkipWarm(Exception):
+    """Raised by a warm-up compute that decided not to run (e.g. the model changed): not a failure."""
+
+
 @dataclass
 class _Entry:
     embeds: Embeds  # CPU, never mutated
@@ -238,6 +242,8 @@ class EmbeddingCache:
                 continue
             try:
                 self._get_or_compute_cpu(key, compute, count=False)
+            except SkipWarm:
+                skipped += 1
             # Warming is best effort: one bad prompt must not end the background thread.
             except Exception as exc:  # noqa: BLE001
                 failed += 1

@@ -11,6 +11,8 @@ MAX_STEPS = 150
 MAX_BATCH_SIZE = 8
 MAX_BATCH_COUNT = 16
 MAX_SEED = 2**32 - 1
+DECODERS = ("vae", "taesd")
+BACKENDS = ("auto", "diffusers", "onnx")
 
 
 @dataclass
@@ -32,6 +34,9 @@ class GenerationRequest:
     loras: list[tuple[str, float]] = field(default_factory=list)  # (name, weight) besides <lora:…> tags
     save: bool = True
     extra_infotext: dict = field(default_factory=dict)  # later features add fields here
+    preview_every: int = 0  # live TAESD preview every N steps (0 = none)
+    decoder: str = "vae"  # final decode: "vae" (full VAE; an edge package's best decoder) | "taesd" (fast)
+    backend: str = "auto"  # auto (by model: edge packages -> onnx) | diffusers | onnx
 
     def with_defaults(self, family: Family) -> "GenerationRequest":
         """Fill unset fields from the family's defaults."""
@@ -72,6 +77,12 @@ class GenerationRequest:
             raise InvalidRequest("sampler", f"must be one of {', '.join(info.samplers)} for {info.label}")
         if not 1 <= int(self.clip_skip) <= 12:
             raise InvalidRequest("clip_skip", "must be between 1 and 12")
+        if not 0 <= int(self.preview_every) <= MAX_STEPS:
+            raise InvalidRequest("preview_every", f"must be between 0 (off) and {MAX_STEPS}")
+        if self.decoder not in DECODERS:
+            raise InvalidRequest("decoder", f"must be one of {', '.join(DECODERS)}")
+        if self.backend not in BACKENDS:
+            raise InvalidRequest("backend", f"must be one of {', '.join(BACKENDS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

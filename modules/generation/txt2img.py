@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -31,9 +31,19 @@ def batch_seeds(seed: int, count: int, rng: random.Random | None = None) -> list
     return [seed + i for i in range(count)]
 
 
+class LatentDecoder(Protocol):
+    """TAESD (torch or ONNX): denoiser-space latents -> PIL images. See :mod:`modules.taesd`."""
+
+    def decode(self, latents) -> list: ...
+
+
 def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
-            device: torch.device, encode: EncodeFn | None = None) -> Txt2ImgOutput:
-    """``req`` must already have family defaults filled and be checked."""
+            device: torch.device, encode: EncodeFn | None = None,
+            tae: LatentDecoder | None = None) -> Txt2ImgOutput:
+    """``req`` must already have family defaults filled and be checked.
+
+    ``tae`` (needed for ``req.preview_every`` and ``req.decoder == "taesd"``) decodes live previews,
+    reported as ``ctx.report(..., preview=PIL image)``, and the final images when TAESD is chosen."""
     # 1. seeds: one per image, fixed up front so they can be reported
     seeds = batch_seeds(req.seed, req.batch_size * req.batch_count)
 
@@ -50,12 +60,17 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
 
     # 4. denoise and decode, batch by batch, reporting each step and honouring Interrupt
     total = req.steps * req.batch_count
+    fast_decode = req.decoder == "taesd" and tae is not None
     images: list = []
     for b in range(req.batch_count):
         done_before = b * req.steps
 
-        def on_step_end(_pipe, i, _t, _kwargs, _done=done_before):
-            ctx.report("denoising", _done + i + 1, total)
+        def on_step_end(_pipe, i, _t, kwargs, _done=done_before):
+            preview = None
+            if (tae is not None and req.preview_every and (i + 1) % req.preview_every == 0
+                    and i + 1 < req.steps and kwargs.get("latents") is not None):
+                preview = tae.decode(kwargs["latents"][:1])[0]
+            ctx.report("denoising", _done + i + 1, total, preview=preview)
             if ctx.cancelled:
                 raise Interrupted(_done + i + 1, total)
             return {}
@@ -67,9 +82,10 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
             **_call_embeds(embeds, do_cfg),
             height=req.height, width=req.width, num_inference_steps=req.steps,
             guidance_scale=req.cfg_scale, num_images_per_prompt=req.batch_size,
-            generator=generators, output_type="pil", callback_on_step_end=on_step_end,
+            generator=generators, output_type="latent" if fast_decode else "pil",
+            callback_on_step_end=on_step_end,
         )
-        images.extend(out.images)
+        images.extend(tae.decode(out.images) if fast_decode else out.images)
     ctx.report("decoding", total, total)
     return Txt2ImgOutput(images=images, seeds=seeds)
 

@@ -53,6 +53,8 @@ def load_pipeline(entry: ModelEntry, *, folders: Folders, hf_cache: Path | None 
         pipe = _load_zimage_file(path, folders, hf_cache, dtype)
     elif entry.format == ModelFormat.SINGLE_FILE:
         pipe = _load_sd_file(path, family, folders, hf_cache, dtype)
+    elif entry.format == ModelFormat.PICKLE and entry.details.get("pickle_opt_in") and family is not Family.ZIMAGE:
+        pipe = _load_sd_file(path, family, folders, hf_cache, dtype)  # diffusers: torch.load(weights_only=True)
     else:
         raise UnsupportedModel(f"{entry.name}: format {entry.format!r} is not loaded as a diffusers pipeline")
     _check_loaded(pipe, path)
@@ -130,7 +132,8 @@ def _load_diffusers(path: Path, family: Family, dtype):
 
 
 def _load_sd_file(path: Path, family: Family, folders: Folders, hf_cache: Path | None, dtype):
-    metadata = read_header(path).get("__metadata__") or {}
+    is_safetensors = path.suffix.lower() == ".safetensors"
+    metadata = (read_header(path).get("__metadata__") or {}) if is_safetensors else {}
     clip = find_clip_tokenizer(folders, hf_cache)
     with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp, _load_errors(path):
         config = assemble_config(family, Path(tmp), embedded_configs(metadata), clip)

@@ -3,8 +3,8 @@
 How (:func:`merge_loras`):
 
 1. A *working copy* of the pipeline is made whose modules are new objects but whose parameters are the
-   base's own tensors (no memory cost). Adapters already on the base (the live patcher's) are stripped
-   from the copy only.
+   base's own tensors (no memory cost; a pipeline on a GPU is copied to the CPU, which does the merge).
+   Adapters already on the base (the live patcher's) are stripped from the copy only.
 2. The LoRAs are applied to the copy with :class:`~modules.lora.patcher.LoraPatcher` (so every format the
    patcher reads can be merged, with the same per-layer alphas), the weights each LoRA patches are
    replaced by private float32 clones, then ``fuse_lora`` (``set_adapters`` weights, ``lora_scale=1``)
@@ -226,11 +226,17 @@ def _test_pause(temp: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _share_copy(module):
-    """A copy of ``module`` (new module objects) that holds the very same parameter/buffer tensors."""
+    """A copy of ``module`` (new module objects) holding the very same tensors when they are on the CPU;
+    tensors on an accelerator are copied to the CPU, so merging takes no accelerator memory."""
     import copy
-    import itertools
 
-    memo = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    import torch
+
+    memo = {}
+    for p in module.parameters():
+        memo[id(p)] = p if p.device.type == "cpu" else torch.nn.Parameter(p.detach().to("cpu"), requires_grad=False)
+    for b in module.buffers():
+        memo[id(b)] = b if b.device.type == "cpu" else b.to("cpu")
     return copy.deepcopy(module, memo)
 
 
@@ -391,7 +397,9 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
         patched = [c for c in components if _tuner_layers(getattr(work, c))]
         for c in patched:
             _privatize_patched_weights(getattr(work, c))
-        work.fuse_lora(components=patched, lora_scale=1.0, safe_fusing=True,
+        # safe_fusing would clone every patched weight again and scan it for NaN (seconds on SD1.5);
+        # the weights are float32 clones here, so the sum cannot overflow
+        work.fuse_lora(components=patched, lora_scale=1.0, safe_fusing=False,
                        adapter_names=[a.adapter for a in report.active])
         work.unload_lora_weights()
         leftovers = [c for c in components if _tuner_layers(getattr(work, c))]

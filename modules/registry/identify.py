@@ -16,7 +16,7 @@ from modules.families import Family
 # Reasons shown to users (kept short; the UI shows them next to the file name).
 SD2_REASON = "SD 2.x is not supported"
 REFINER_REASON = "the SDXL refiner is not supported"
-PICKLE_REASON = "pickle checkpoints are not loaded (opt-in comes later)"
+PICKLE_REASON = "pickle checkpoints (.ckpt/.pt/.pth) are loaded only with --allow-pickle; .safetensors is safer"
 GGUF_REASON = "GGUF files are not supported"
 LORA_REASON = "looks like a LoRA — put it in models/Lora"
 VAE_REASON = "looks like a VAE — put it in models/VAE"

@@ -46,10 +46,12 @@ class ModelRegistry:
     name, A1111 title ``name [hash]``, hash or path. Thread-safe: scans are serialised and readers
     see the previous list while a scan runs."""
 
-    def __init__(self, folders: Folders, hash_cache: HashCache, hf_cache: Path | None = None):
+    def __init__(self, folders: Folders, hash_cache: HashCache, hf_cache: Path | None = None,
+                 allow_pickle: bool = False):
         self.folders = folders
         self.hash_cache = hash_cache
         self.hf_cache = Path(hf_cache) if hf_cache is not None else None
+        self.allow_pickle = allow_pickle  # --allow-pickle: .ckpt/.pt/.pth identified with weights_only loads
         self._lock = threading.RLock()  # guards _entries / _scanned
         self._scan_lock = threading.Lock()  # one scan at a time
         self._entries: list[ModelEntry] = []
@@ -61,7 +63,7 @@ class ModelRegistry:
         computed when ``compute_hashes`` (cached on disk), else filled only from the cache."""
         with self._scan_lock:
             hf_root = self.hf_cache if self.hf_cache is not None else default_hf_cache()
-            found = scan_checkpoints(self.folders.checkpoints) + scan_hf_cache(hf_root) \
+            found = scan_checkpoints(self.folders.checkpoints, self.allow_pickle) + scan_hf_cache(hf_root) \
                 + scan_edge(self.folders.edge)
             dedupe_names(found)
             for entry in found:

@@ -136,10 +136,43 @@ def _read_json(path: Path) -> object:
 # one file or folder -> ModelEntry
 # ---------------------------------------------------------------------------------------------
 
-def entry_for_file(path: Path, name: str, source: str = "models") -> ModelEntry:
-    """Describe one checkpoint file (safetensors read by header only; pickles never opened)."""
+def identify_pickle(path: Path) -> Identification:
+    """Identify a pickle checkpoint from its tensor names and shapes (``--allow-pickle`` only).
+
+    Read with ``torch.load(weights_only=True)`` onto the meta device: only tensors and plain
+    containers are accepted, no code runs, no weights are read. Imports torch (lazily)."""
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="meta", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return unsupported(f"refused: not a plain tensor file for torch.load(weights_only=True) ({first})",
+                           kind=UNKNOWN)
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return unsupported("pickle file does not hold a state dict", kind=UNKNOWN)
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(k, str) and hasattr(v, "shape")}
+    ident = identify_keys(shapes)
+    ident.details["pickle_opt_in"] = True
+    return ident
+
+
+def entry_for_file(path: Path, name: str, source: str = "models", allow_pickle: bool = False) -> ModelEntry:
+    """Describe one checkpoint file (safetensors read by header only; pickles never opened, unless
+    ``allow_pickle``, and then only with ``torch.load(weights_only=True)``)."""
     suffix = path.suffix.lower()
     size = _file_size(path)
+    if allow_pickle and suffix in PICKLE_SUFFIXES:
+        return _entry(name, path, ModelFormat.PICKLE, identify_pickle(path), size, source)
     if suffix in PICKLE_SUFFIXES or suffix == ".bin":
         return _entry(name, path, ModelFormat.PICKLE, unsupported(PICKLE_REASON), size, source)
     if suffix in OTHER_SUFFIXES:
@@ -217,7 +250,7 @@ def identify_path(path: Path, name: str | None = None, source: str = "models") -
 # whole sources
 # ---------------------------------------------------------------------------------------------
 
-def scan_checkpoints(root: Path) -> list[ModelEntry]:
+def scan_checkpoints(root: Path, allow_pickle: bool = False) -> list[ModelEntry]:
     """models/Stable-diffusion: single files (any depth) and diffusers folders (not descended into)."""
     entries = []
     for path in iter_tree(root, CHECKPOINT_SUFFIXES, is_package=is_diffusers_folder):
@@ -225,7 +258,7 @@ def scan_checkpoints(root: Path) -> list[ModelEntry]:
         if path.is_dir():
             entries.append(entry_for_diffusers_folder(path, name))
         else:
-            entries.append(entry_for_file(path, name))
+            entries.append(entry_for_file(path, name, allow_pickle=allow_pickle))
     return entries
 
 

@@ -159,7 +159,7 @@ def pick_choices(engine, t: Translator) -> list[tuple[str, str]]:
 
 def error_rows(engine) -> list[list[str]]:
     """``[file, field, problem]`` for every preset file that could not be loaded."""
-    return [[e.file, str(getattr(e, "field", "")), e.problem] for e in engine.presets.errors]
+    return [[e.file, e.field, e.problem] for e in engine.presets.errors]
 
 
 def errors_title(t: Translator, rows: list) -> str:

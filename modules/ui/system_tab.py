@@ -87,7 +87,8 @@ def build(engine, t: Translator) -> SystemTab:
     """
     engine_md = gr.Markdown(engine_text(t, engine), elem_id="system_engine")
     cache_md = gr.Markdown(cache_text(t, engine), elem_id="system_cache")
-    refresh = gr.Button(t("system.refresh"), size="sm", elem_id="system_refresh")
+    with gr.Row():
+        refresh = gr.Button(t("system.refresh"), size="sm", scale=0, min_width=120, elem_id="system_refresh")
     timer = gr.Timer(REFRESH_S, active=False)
     handler = make_refresh(engine, t)
     refresh.click(handler, None, [engine_md, cache_md], api_visibility="private", show_progress="hidden")

@@ -1,0 +1,112 @@
+"""The HTTP API: Visage's own (``/healthz``, ``/api/v1``) and A1111's (``/sdapi/v1``). Torch-free.
+
+:func:`build_api` returns a FastAPI app holding both APIs and their OpenAPI schema (``/openapi.json``,
+``/docs``). ``webui.py`` mounts the Gradio page on the same app (``--api``) or serves it alone
+(``--nowebui``). Everything goes through the engine's one job queue, the same one the page uses.
+"""
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modules import __version__
+from modules.api.auth import auth_dependency
+from modules.api.errors import ApiError, error_response, install_handlers
+from modules.api.models import ApiLimits, request_models
+from modules.api.native import native_router
+from modules.api.options import OptionsStore
+from modules.api.runtime import ApiRuntime
+from modules.api.sdapi import sdapi_router
+
+__all__ = ["API_PREFIXES", "ApiLimits", "build_api"]
+
+#: paths served by the API (the page, when mounted, gets everything else)
+API_PREFIXES = ("/api/", "/sdapi/", "/healthz", "/openapi.json", "/docs")
+#: uploads may be larger than other requests
+UPLOAD_PATHS = ("/sdapi/v1/png-info",)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse API request bodies over a limit with 413, before reading them whole."""
+
+    def __init__(self, app, limits: ApiLimits):
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(API_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.max_upload_body_bytes if path in UPLOAD_PATHS else self.limits.max_body_bytes
+        too_large = ApiError(413, "too_large", f"request body over {limit} bytes")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = limit + 1
+                if declared > limit:
+                    await error_response(too_large)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge(413, f"request body over {limit} bytes")
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await error_response(too_large)(scope, receive, send)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body is read; FastAPI passes HTTP exceptions through, so the handler answers 413."""
+
+
+def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str = "Visage API") -> FastAPI:
+    """A FastAPI app serving both APIs for ``engine``.
+
+    ``settings.api_auth`` (pairs of user, password) protects every API path with HTTP Basic, the
+    schema and docs included. ``limits`` narrows what one request may ask for (default: the engine's).
+    """
+    limits = limits or ApiLimits()
+    rt = ApiRuntime(engine, settings, limits, OptionsStore(getattr(settings, "config_file", None)))
+    check = auth_dependency(getattr(settings, "api_auth", ()))
+    deps = [Depends(check)] if check else []
+    models = request_models(limits)
+
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Visage's own API (/healthz, /api/v1) and the A1111-compatible API (/sdapi/v1). "
+                              "See docs/api.md.")
+    install_handlers(app)
+    app.include_router(native_router(rt, models, deps))
+    app.include_router(sdapi_router(rt, models, deps))
+    app.state.visage = rt
+
+    def openapi_schema() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                             routes=app.routes)
+        return app.openapi_schema
+
+    app.openapi = openapi_schema  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=deps)
+    def openapi_json() -> dict:
+        return openapi_schema()
+
+    @app.get("/docs", include_in_schema=False, dependencies=deps)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
+
+    app.add_middleware(BodyLimit, limits=limits)
+    return app

@@ -1,0 +1,321 @@
+"""Request and response schemas (pydantic) of both APIs. Torch-free.
+
+Request bounds come from :class:`ApiLimits` so that the published OpenAPI schema says what the
+server accepts; the engine's own ``check_inputs`` still runs (family rules such as Z-Image's
+multiples of 16). Names are checked here too: a name that looks like a path out is a 422.
+"""
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from modules.api.names import name_problem
+from modules.generation.params import (
+    MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
+)
+from modules.outputs.saving import MAX_READ_BYTES
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one request may ask for. The defaults are the engine's own limits; a server (or a test)
+    may narrow them, e.g. to keep generated requests cheap."""
+
+    min_side: int = 64
+    max_side: int = 2048
+    max_steps: int = MAX_STEPS
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_batch_count: int = MAX_BATCH_COUNT
+    max_prompt_chars: int = MAX_PROMPT_CHARS
+    max_list: int = 16  # styles, LoRAs
+    max_body_bytes: int = 1 << 20  # JSON requests other than uploads
+    max_upload_bytes: int = MAX_READ_BYTES  # decoded image for /sdapi/v1/png-info
+
+    @property
+    def max_upload_body_bytes(self) -> int:
+        """Body size of an upload: base64 (4/3) plus room for the JSON around it."""
+        return self.max_upload_bytes * 4 // 3 + (64 << 10)
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+Name = Annotated[str, Field(max_length=1024), AfterValidator(_name)]
+
+
+# ------------------------------------------------------------------------------------------ responses
+
+class Health(BaseModel):
+    state: str = Field(description="idle | loading | ready | error")
+    ready: bool
+    model: str | None
+    family: str | None
+    message: str
+    queue_length: int
+    max_queue: int
+    device: str
+    dtype: str
+    version: str
+
+
+class GenerateResponse(BaseModel):
+    images: list[str] = Field(description="base64 PNGs, each with its infotext in a 'parameters' chunk")
+    infotexts: list[str]
+    seeds: list[int]
+    files: list[str] = Field(description="saved files, relative to the outputs folder (GET /api/v1/outputs/...)")
+    model: str
+    elapsed_s: float
+    notes: list[str]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    title: str
+    family: str | None
+    format: str
+    supported: bool
+    reason: str
+    hash: str | None
+    size_bytes: int
+    source: str
+    current: bool
+
+
+class LoraItem(BaseModel):
+    name: str
+    rel_name: str
+    alias: str | None
+    family: str | None
+    format: str
+    supported: bool
+    reason: str
+    rank: int | None
+    hash: str | None
+
+
+class PresetItem(BaseModel):
+    id: str
+    name: dict[str, str]
+    description: dict[str, str]
+    families: list[str]
+    prompt: str
+    negative_prompt: str
+    family_params: dict[str, dict[str, Any]]
+    loras: list[dict[str, Any]] = []
+    tags: list[str] = []
+
+
+class CacheStatsResponse(BaseModel):
+    hits: int
+    misses: int
+    hit_rate: float
+    entries: int
+    bytes: int
+    max_bytes: int
+    time_saved_s: float
+    disk_entries: int
+    disk_bytes: int
+    disk_hits: int
+
+
+class SwitchRequest(BaseModel):
+    model: Name
+
+
+class SwitchResponse(BaseModel):
+    model: str
+    family: str | None
+    state: str
+
+
+class Interrupted(BaseModel):
+    interrupted: bool = Field(description="whether a job was running")
+
+
+# A1111 shapes ---------------------------------------------------------------------------------------
+
+class Txt2ImgResponse(BaseModel):
+    images: list[str]
+    parameters: dict[str, Any]
+    info: str = Field(description="JSON text with A1111's keys (prompt, all_seeds, infotexts, ...)")
+
+
+class SdModel(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str
+    config: str | None = None
+
+
+class Sampler(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class Scheduler(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None = None
+    default_rho: float = -1
+    need_inner_model: bool = False
+
+
+class SdLora(BaseModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
+class PromptStyle(BaseModel):
+    name: str
+    prompt: str | None
+    negative_prompt: str | None
+
+
+class ProgressState(BaseModel):
+    skipped: bool = False
+    interrupted: bool = False
+    stopping_generation: bool = False
+    job: str = ""
+    job_count: int = 0
+    job_timestamp: str = "0"
+    job_no: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None = Field(None, description="base64 PNG of the live preview, when there is one")
+    textinfo: str | None = None
+
+
+class PngInfoRequest(BaseModel):
+    image: str = Field(description="base64 image (a data: URL prefix is accepted)")
+
+
+class PngInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str] = []
+    img2img: list[str] = []
+
+
+#: A1111 txt2img fields Visage accepts and ignores (see docs/api.md), with their types
+A1111_IGNORED: dict[str, Any] = {
+    "subseed": (int, -1), "subseed_strength": (float, 0.0), "seed_resize_from_h": (int, -1),
+    "seed_resize_from_w": (int, -1), "restore_faces": (bool | None, None), "tiling": (bool | None, None),
+    "do_not_save_grid": (bool, False), "eta": (float | None, None), "denoising_strength": (float | None, None),
+    "s_min_uncond": (float | None, None), "s_churn": (float | None, None), "s_tmax": (float | None, None),
+    "s_tmin": (float | None, None), "s_noise": (float | None, None),
+    "override_settings_restore_afterwards": (bool, True), "refiner_checkpoint": (str | None, None),
+    "refiner_switch_at": (float | None, None), "disable_extra_networks": (bool, False),
+    "firstpass_image": (str | None, None), "comments": (dict[str, Any] | None, None),
+    "enable_hr": (bool, False), "firstphase_width": (int, 0), "firstphase_height": (int, 0),
+    "hr_scale": (float, 2.0), "hr_upscaler": (str | None, None), "hr_second_pass_steps": (int, 0),
+    "hr_resize_x": (int, 0), "hr_resize_y": (int, 0), "hr_checkpoint_name": (str | None, None),
+    "hr_sampler_name": (str | None, None), "hr_scheduler": (str | None, None), "hr_prompt": (str, ""),
+    "hr_negative_prompt": (str, ""), "force_task_id": (str | None, None), "script_name": (str | None, None),
+    "script_args": (list[Any], []), "alwayson_scripts": (dict[str, Any], {}), "infotext": (str | None, None),
+    "distilled_cfg_scale": (float | None, None),
+}
+#: of those, the ones that change the picture in A1111 when set: reported back in ``info``
+A1111_IGNORED_EFFECTIVE = ("enable_hr", "restore_faces", "tiling", "subseed_strength", "seed_resize_from_h",
+                           "seed_resize_from_w", "script_name", "alwayson_scripts", "refiner_checkpoint",
+                           "firstpass_image")
+
+
+class RequestModels:
+    """The request schemas for one set of limits (built by :func:`request_models`)."""
+
+    def __init__(self, generate: type[BaseModel], txt2img: type[BaseModel], lora_weight: type[BaseModel]):
+        self.generate = generate
+        self.txt2img = txt2img
+        self.lora_weight = lora_weight
+
+
+def request_models(limits: ApiLimits) -> RequestModels:
+    """Request schemas whose bounds are ``limits``."""
+    Side = Annotated[int, Field(ge=limits.min_side, le=limits.max_side, multiple_of=8)]
+    Prompt = Annotated[Text, Field(max_length=limits.max_prompt_chars)]
+    Steps = Annotated[int, Field(ge=1, le=limits.max_steps)]
+    BatchSize = Annotated[int, Field(ge=1, le=limits.max_batch_size)]
+    BatchCount = Annotated[int, Field(ge=1, le=limits.max_batch_count)]
+
+    class LoraWeight(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: Name
+        weight: float = Field(1.0, ge=-4.0, le=4.0)
+
+    class GenerateRequest(BaseModel):
+        """Visage's own request: every field optional; unset ones come from the preset or the family."""
+
+        model_config = ConfigDict(extra="forbid")
+        prompt: Prompt = ""
+        negative_prompt: Prompt = ""
+        preset: Name | None = Field(None, description="preset id (GET /api/v1/presets)")
+        model: Name | None = Field(None, description="model name, title or hash; default: the current model")
+        loras: list[LoraWeight] = Field(default_factory=list, max_length=limits.max_list)
+        styles: list[Name] = Field(default_factory=list, max_length=limits.max_list)
+        steps: Steps | None = None
+        cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
+        seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1: random; image i uses seed + i")
+        width: Side | None = None
+        height: Side | None = None
+        sampler: str | None = Field(None, max_length=64, description="GET /sdapi/v1/samplers")
+        batch_size: BatchSize = 1
+        batch_count: BatchCount = 1
+        clip_skip: int = Field(1, ge=1, le=12)
+        save: bool = Field(True, description="also write the images to the outputs folder")
+        backend: Literal["auto", "torch"] = Field("auto", description="execution backend (edge comes later)")
+
+    txt2img_fields: dict[str, Any] = {
+        "prompt": (Prompt, ""),
+        "negative_prompt": (Prompt, ""),
+        "styles": (list[Name] | None, Field(None, max_length=limits.max_list)),
+        "seed": (int, Field(-1, ge=-1, le=MAX_SEED)),
+        "sampler_name": (str | None, Field(None, max_length=64)),
+        "sampler_index": (str | None, Field(None, max_length=64, description="deprecated A1111 alias")),
+        "scheduler": (str | None, Field(None, max_length=64, description="'Karras' selects the Karras variant")),
+        "batch_size": (BatchSize, 1),
+        "n_iter": (BatchCount, 1),
+        "steps": (Steps, min(50, limits.max_steps)),
+        "cfg_scale": (float, Field(min(7.0, 30.0), ge=0.0, le=30.0)),
+        "width": (Side, min(512, limits.max_side)),
+        "height": (Side, min(512, limits.max_side)),
+        "override_settings": (dict[str, Any] | None, Field(
+            None, description="sd_model_checkpoint (this request only), CLIP_stop_at_last_layers")),
+        "do_not_save_samples": (bool, False),
+        "send_images": (bool, True),
+        "save_images": (bool, False),
+        **A1111_IGNORED,
+    }
+    Txt2ImgRequest = create_model(
+        "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore"), **txt2img_fields)
+    Txt2ImgRequest.__doc__ = "A1111's txt2img request; fields Visage does not use are accepted and ignored."
+    return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight)

@@ -1,0 +1,143 @@
+"""Export the pieces of an SD1.x pipeline to ONNX (TorchScript exporter, opset 17).
+
+Every graph takes and returns float32; batch and spatial sizes are dynamic. Weights of graphs over
+``EXTERNAL_THRESHOLD`` bytes go to one ``NAME.onnx.data`` file beside the graph (the exporter itself would
+write hundreds of files, one per tensor, for the full U-Net; they are gathered into one).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+EXPORTER = "torchscript"
+EXTERNAL_THRESHOLD = 256 * 2**20  # bytes of weights above which they go to a .data file
+
+
+def text_encoder_module(text_encoder):
+    """input_ids -> final-layer-normed hidden state of every layer, stacked: (L+1, B, T, D).
+
+    Index -1 is ``last_hidden_state`` (A1111 clip skip 1); index -k is clip skip k, exactly as
+    :func:`modules.generation.encoding._clip_hidden_state` computes it."""
+    import torch
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = text_encoder
+
+        def forward(self, input_ids):
+            out = self.encoder(input_ids, output_hidden_states=True)
+            norm = self.encoder.final_layer_norm
+            return torch.stack([norm(h) for h in out.hidden_states])
+
+    return TextEncoder().eval()
+
+
+def unet_module(unet):
+    """The U-Net as (sample, timestep, encoder_hidden_states) -> noise prediction."""
+    import torch
+
+    class Unet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep, encoder_hidden_states):
+            return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+    return Unet().eval()
+
+
+def vae_decoder_module(vae):
+    """The full VAE decoder as latents (denoiser space) -> images in [0, 1]."""
+    import torch
+
+    class VaeDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, latents):
+            image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+            return (image / 2 + 0.5).clamp(0, 1)
+
+    return VaeDecoder().eval()
+
+
+def _export(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+            dynamic_axes: dict, *, external: bool | None = None) -> list[Path]:
+    """Export ``module`` to ``path``; returns the files written (graph and, if any, its data file)."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    work = path.parent / f".{path.stem}.export"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about python-side shape checks
+            torch.onnx.export(module, args, str(work / path.name), input_names=input_names,
+                              output_names=output_names, dynamic_axes=dynamic_axes, opset_version=OPSET,
+                              do_constant_folding=True, dynamo=False)
+        weights = sum(p.numel() * p.element_size() for p in module.parameters())
+        if external is None:
+            external = weights > EXTERNAL_THRESHOLD
+        model = onnx.load(str(work / path.name), load_external_data=True)
+        data_name = path.name + ".data"
+        if external:
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            return [path, path.with_name(data_name)]
+        onnx.save_model(model, str(path))
+        return [path]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def export_text_encoder(text_encoder, path: Path, max_length: int = 77) -> list[Path]:
+    import torch
+
+    ids = torch.zeros((1, max_length), dtype=torch.int64)
+    return _export(text_encoder_module(text_encoder), (ids,), path, ["input_ids"], ["hidden_states"],
+                   {"input_ids": {0: "batch"}, "hidden_states": {1: "batch"}})
+
+
+def export_unet(unet, path: Path, *, latent_size: int = 8, seq_len: int = 77) -> list[Path]:
+    import torch
+
+    cfg = unet.config
+    sample = torch.randn(1, cfg.in_channels, latent_size, latent_size)
+    timestep = torch.tensor([500.0])
+    ehs = torch.randn(1, seq_len, cfg.cross_attention_dim)
+    return _export(unet_module(unet), (sample, timestep, ehs), path,
+                   ["sample", "timestep", "encoder_hidden_states"], ["noise_pred"],
+                   {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
+                    "encoder_hidden_states": {0: "batch", 1: "sequence"},
+                    "noise_pred": {0: "batch", 2: "height", 3: "width"}})
+
+
+def export_decoder(module, path: Path, latent_channels: int = 4, latent_size: int = 8) -> list[Path]:
+    """``module``: latents -> [0, 1] images (see :func:`modules.taesd.tae_decoder_module`,
+    :func:`vae_decoder_module`)."""
+    import torch
+
+    latents = torch.randn(1, latent_channels, latent_size, latent_size)
+    return _export(module, (latents,), path, ["latents"], ["images"],
+                   {"latents": {0: "batch", 2: "height", 3: "width"},
+                    "images": {0: "batch", 2: "height", 3: "width"}})
+
+
+def versions() -> dict:
+    """Library versions recorded in the manifest."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "opset": OPSET, "exporter": EXPORTER}
