@@ -118,6 +118,10 @@ def _generate_parser(p):
     p.add_argument("--out", type=Path, help="outputs folder (default ./outputs)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--backend", default="auto", choices=["auto", "diffusers", "onnx"],
+                   help="auto: edge packages (models/edge) in ONNX Runtime, other models in diffusers")
+    p.add_argument("--onnx-threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
+    p.add_argument("--decoder", default="vae", choices=["vae", "taesd"], help="final decode: full VAE or TAESD")
 
 
 @command("generate", "txt2img from the command line; prints the paths of the PNGs written", _generate_parser)
@@ -125,7 +129,7 @@ def cmd_generate(args) -> int:
     from modules.engine import Engine
     from modules.generation.params import GenerationRequest
     args.outputs_dir = args.out
-    engine = Engine(_settings(args))
+    engine = Engine(dataclasses.replace(_settings(args), onnx_threads=max(0, args.onnx_threads)))
     engine.start(load_initial=False)
     try:
         engine.switch_model(args.model)
@@ -136,7 +140,7 @@ def cmd_generate(args) -> int:
             prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
             seed=seed, width=args.width, height=args.height, sampler=args.sampler,
             batch_size=args.batch_size, batch_count=args.batch_count, clip_skip=args.clip_skip,
-            preset=args.preset, styles=args.styles)
+            preset=args.preset, styles=args.styles, backend=args.backend, decoder=args.decoder)
         result = _wait_with_progress(engine.generate(request), "generate")
     finally:
         engine.close()
@@ -257,6 +261,30 @@ def _merge_lora_parser(p):
 def cmd_merge_lora(args) -> int:
     from modules.lora.merge import cmd_merge_lora as run
     return run(args)
+
+
+def _build_edge_parser(p):
+    from modules.edge.build import configure_parser
+    configure_parser(p)
+
+
+@command("build-edge", "build an edge package (LoRAs merged, pruned, ONNX, INT8, TAESD) in models/edge",
+         _build_edge_parser)
+def cmd_build_edge(args) -> int:
+    from modules.edge.build import cmd_build_edge as run
+    return run(args)
+
+
+def _bench_parser(p):
+    from bench.edge import configure_parser
+    p.add_argument("which", choices=["edge"], help="benchmark to run")
+    configure_parser(p)
+
+
+@command("bench", "run a benchmark (edge: the CPU edge path against diffusers and OpenVINO)", _bench_parser)
+def cmd_bench(args) -> int:
+    from bench.edge import run_from_args
+    return run_from_args(args)
 
 
 

@@ -18,7 +18,7 @@ from modules import __version__
 from modules.devices import dtype_name, resolve_device
 from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache, SkipWarm, text_encoder_state
 from modules.downloads import SUGGESTED, download_repo
-from modules.errors import NotReady, OutOfMemory, UnsupportedModel
+from modules.errors import InvalidRequest, MissingComponent, NotReady, OutOfMemory, UnsupportedModel
 from modules.families import Family
 from modules.generation.encoding import encode_prompts, uses_cfg
 from modules.generation.params import GenerationRequest, GenerationResult
@@ -27,13 +27,13 @@ from modules.generation.txt2img import txt2img
 from modules.jobs import Job, JobContext, JobQueue
 from modules.loader import load_pipeline
 from modules.lora import LoraInfo, check_compatible, find_lora, lora_folders, parse_prompt_loras, scan_loras
-from modules.lora.patcher import LoraPatcher
+from modules.lora.patcher import ApplyReport, LoraPatcher
 from modules.manager import LoadedModel, ModelManager, release_memory
 from modules.outputs.infotext import build_infotext
 from modules.outputs.saving import save_png
 from modules.registry import HashCache, ModelRegistry
 from modules.presets import PresetStore, apply_preset
-from modules.registry.entry import ModelEntry
+from modules.registry.entry import ModelEntry, ModelFormat
 from modules.settings import REPO_ROOT, Settings
 from modules.styles import Style, load_styles
 
@@ -76,6 +76,7 @@ class Engine:
         self._recent_prompts: deque[tuple[str, str]] = deque(maxlen=8)  # (prompt, negative) as typed
         self._closing = threading.Event()
         self._warm_thread: threading.Thread | None = None
+        self._taes: dict = {}  # family -> TaeDecoder (live previews), loaded on first use
         self._warm_generation = 0  # bumped at each load: an older warm-up stops
 
     # -- life cycle --------------------------------------------------------------------------
@@ -162,6 +163,7 @@ class Engine:
         req = req.with_defaults(entry.family)
         req.check_inputs(entry.family)
         loras = self._wanted_loras(req, entry)
+        self._check_backend(req, entry, loras)
         job = self.queue.submit("generate", partial(self._generate_job, entry, req, loras))
         if (request.prompt, request.negative_prompt) not in self._recent_prompts:
             self._recent_prompts.append((request.prompt, request.negative_prompt))
@@ -203,12 +205,14 @@ class Engine:
         with self.manager.lock:
             loaded = self.manager.activate(entry, on_phase=ctx.report)
             self.registry.ensure_hash(loaded.entry)
-            report = self.lora_patcher.apply(loaded.pipe, loaded.family, loras)  # [] restores the base
+            report = (self.lora_patcher.apply(loaded.pipe, loaded.family, loras)  # [] restores the base
+                      if not _is_edge(loaded) else ApplyReport())
             te_state = text_encoder_state(report.text_encoder_state)
             oom = None
             try:
                 out = txt2img(loaded.pipe, loaded.family, replace(req, prompt=clean_prompt), ctx,
-                              device=self.device, encode=partial(self._encode_cached, loaded, te_state))
+                              device=self.device, encode=partial(self._encode_cached, loaded, te_state),
+                              tae=self._tae_for(loaded, req))
             except (MemoryError, torch.OutOfMemoryError) as exc:
                 oom = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
             if oom is not None:  # out of the except block: the failed call's tensors are unreferenced now
@@ -261,8 +265,7 @@ class Engine:
         ``te_state`` names the LoRAs active on the text encoder(s) right now."""
         key = self._cache_key(loaded, te_state, prompt, negative, do_cfg, clip_skip)
         return self.embed_cache.get_or_compute(key, partial(
-            encode_prompts, loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
-            clip_skip=clip_skip, device=self.device), device=self.device)
+            self._encoder(loaded), prompt, negative, do_cfg=do_cfg, clip_skip=clip_skip), device=self.device)
 
     def _warm_cache(self, loaded: LoadedModel, generation: int) -> None:
         """Background: pre-compute every preset's embeddings (empty and recent user prompts).
@@ -285,8 +288,7 @@ class Engine:
                 if should_stop() or self.lora_patcher.text_encoder_state(loaded.pipe):
                     raise SkipWarm
                 start = time.perf_counter()
-                embeds = encode_prompts(loaded.pipe, loaded.family, prompt, negative, do_cfg=do_cfg,
-                                        clip_skip=clip_skip, device=self.device)
+                embeds = self._encoder(loaded)(prompt, negative, do_cfg=do_cfg, clip_skip=clip_skip)
             if time.perf_counter() - start > WARM_MAX_ENCODE_S:
                 slow.set()
                 log.info("embedding warm-up stopped: one encode took %.1f s on %s",
@@ -308,7 +310,74 @@ class Engine:
 
     # -- helpers -----------------------------------------------------------------------------
     def _load(self, entry: ModelEntry, dtype: torch.dtype):
+        if entry.format == ModelFormat.EDGE:
+            from modules.edge.runtime import load_edge_pipeline
+            return load_edge_pipeline(entry.path, providers=self.settings.onnx_providers,
+                                      threads=self.settings.onnx_threads)
         return load_pipeline(entry, folders=self.folders, hf_cache=self.settings.hf_cache, torch_dtype=dtype)
+
+    # -- edge packages, backends and TAESD ---------------------------------------------------
+    def build_edge(self, model: str, options, name: str | None = None) -> Job:
+        """Queue ``build-edge`` for ``model`` (``options``: :class:`modules.edge.build.EdgeBuildOptions`).
+        Progress phases are the build steps; the job returns the package folder."""
+        from modules.edge.build import build_edge_for
+
+        entry = self._resolve(model)
+        options.check()
+
+        def run(ctx: JobContext):
+            path = build_edge_for(entry, self.folders, name, options, hf_cache=self.settings.hf_cache,
+                                  hash_cache=self.registry.hash_cache, lora_dirs=self.settings.lora_dirs,
+                                  on_progress=lambda label, i, n: ctx.report(label, i, n),
+                                  should_stop=lambda: ctx.cancelled)
+            self.registry.refresh()
+            return path
+        return self.queue.submit("build-edge", run)
+
+    def _check_backend(self, req: GenerationRequest, entry: ModelEntry, loras: list) -> None:
+        """Edge packages run on the onnx backend, everything else on diffusers; say so at submit."""
+        backend = req.backend if req.backend != "auto" else self.settings.backend
+        edge = entry.format == ModelFormat.EDGE
+        if backend == "onnx" and not edge:
+            raise InvalidRequest("backend", f"{entry.name} is not an edge package; build one with "
+                                 f"`python -m modules.cli build-edge --model {entry.name}` or use backend auto")
+        if backend == "diffusers" and edge:
+            raise InvalidRequest("backend", f"{entry.name} is an edge package: it runs on the onnx backend")
+        if edge and loras:
+            merged = ", ".join(x["name"] for x in (entry.details.get("manifest") or {}).get("loras", [])) or "none"
+            raise InvalidRequest("loras", f"LoRAs are merged into edge packages when they are built "
+                                 f"(this one has: {merged})")
+
+    def _encoder(self, loaded: LoadedModel):
+        """``(prompt, negative, do_cfg=, clip_skip=) -> embeds`` for the loaded model."""
+        if _is_edge(loaded):
+            return loaded.pipe.encode_prompts
+        return partial(encode_prompts, loaded.pipe, loaded.family, device=self.device)
+
+    def _tae_for(self, loaded: LoadedModel, req: GenerationRequest):
+        """The TAESD decoder for previews / the fast final decode, or None when neither is asked for.
+
+        Missing TAESD weights: previews are skipped (logged); ``decoder="taesd"`` raises MissingComponent."""
+        if not (req.preview_every or req.decoder == "taesd"):
+            return None
+        if _is_edge(loaded):
+            tae = loaded.pipe.tae()
+            if tae is None and req.decoder == "taesd":
+                raise MissingComponent(f"{loaded.entry.name} has no TAESD decoder; rebuild it with TAESD")
+            return tae
+        from modules.taesd import TaeDecoder, load_taesd
+
+        cache = self._taes
+        if loaded.family not in cache:
+            try:
+                tae = load_taesd(loaded.family, self.folders, self.settings.hf_cache)
+            except MissingComponent:
+                if req.decoder == "taesd":
+                    raise
+                log.warning("live previews need TAESD weights; none found for %s", loaded.family.value)
+                return None
+            cache[loaded.family] = TaeDecoder(tae)
+        return cache[loaded.family].to(self.device, loaded.dtype)
 
     def _resolve(self, name: str) -> ModelEntry:
         entry = self.registry.get(name)
@@ -334,3 +403,7 @@ class Engine:
         params.update(req.extra_infotext)
         params["Version"] = f"Visage {__version__}"
         return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def _is_edge(loaded: LoadedModel) -> bool:
+    return bool(getattr(loaded.pipe, "edge", False))

@@ -33,6 +33,9 @@ class Settings:
     embed_cache_persist: bool = True  # keep embeddings on disk under cache/embeddings
     max_queue: int = 64  # jobs waiting beyond this are refused (HTTP 503)
     lora_dirs: tuple[Path, ...] = ()  # searched after models/Lora
+    backend: str = "auto"  # auto (edge packages -> onnx, others -> diffusers) | diffusers | onnx
+    onnx_threads: int = 0  # ONNX Runtime intra-op threads for edge packages (0 = one per core)
+    onnx_providers: str = "cpu"  # cpu | auto (TensorRT / CUDA execution providers when installed)
     warm_presets: bool = True  # pre-compute preset embeddings in the background after each load
     api: bool = False  # serve the HTTP API (native + A1111-compatible) next to the page
     nowebui: bool = False  # serve the API alone (implies api)
@@ -93,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not pre-compute preset prompt embeddings after a model loads")
     p.add_argument("--lora-dir", dest="lora_dirs", type=Path, action="append", default=[],
                    help="another LoRA folder, searched after models/Lora (repeatable)")
+    p.add_argument("--backend", choices=["auto", "diffusers", "onnx"], default="auto",
+                   help="auto: edge packages (models/edge) run in ONNX Runtime, other models in diffusers")
+    p.add_argument("--onnx-threads", type=int, default=0, help="ONNX Runtime threads for edge packages (0 = default)")
+    p.add_argument("--onnx-providers", choices=["cpu", "auto"], default="cpu",
+                   help="ONNX Runtime execution providers: cpu, or auto (TensorRT/CUDA when installed)")
     p.add_argument("--api", action="store_true",
                    help="serve the HTTP API (/api/v1, A1111-compatible /sdapi/v1) next to the page")
     p.add_argument("--nowebui", action="store_true", help="serve the HTTP API only, without the page")
@@ -120,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         embed_cache_mb=max(0, args.embed_cache_mb), embed_cache_persist=args.embed_cache_persist,
         max_queue=max(1, args.max_queue),
         lora_dirs=tuple(p.expanduser().resolve() for p in args.lora_dirs),
+        backend=args.backend, onnx_threads=max(0, args.onnx_threads), onnx_providers=args.onnx_providers,
         warm_presets=args.warm_presets,
         api=args.api or args.nowebui, nowebui=args.nowebui, api_auth=parse_auth(args.api_auth),
         allow_pickle=args.allow_pickle, config_file=args.config_file.expanduser().resolve(),

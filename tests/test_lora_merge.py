@@ -192,7 +192,8 @@ def registry_entry(folders, name: str):
 @pytest.mark.parametrize("out_fmt", ["single-file", "diffusers"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_merged_model_equals_base_plus_lora(env, pipes, family, out_fmt):
-    """The base comes in the *other* format than the output, so both conversions are covered."""
+    """The base comes in the *other* format than the output, so both conversions are covered. Single-file
+    output: the live patcher's adapter is reused; diffusers output: none is loaded, the merge loads it."""
     folders, bases = env
     base_fmt = "diffusers" if out_fmt == "single-file" else "single-file"
     pipe, entry = pipes(family, base_fmt)
@@ -207,19 +208,24 @@ def test_merged_model_equals_base_plus_lora(env, pipes, family, out_fmt):
     assert abs(lora_img - base_img).max() > 1e-3  # the LoRA really changes the image
     tensors = snapshot(pipe)
 
+    reuse = out_fmt == "single-file"
+    if not reuse:
+        patcher.unload_all(pipe)
     seen = []
     name = f"merged-{family}-{out_fmt}"
     out = merge_output_path(folders, name, out_fmt)
     path = merge_loras(pipe, family, [(info, *weights)], out_path=out, fmt=out_fmt, dtype="fp32",
-                       base_entry=entry, patcher=patcher, on_progress=lambda *a: seen.append(a))
+                       base_entry=entry, patcher=patcher if reuse else None, on_progress=lambda *a: seen.append(a))
     assert path == out and path.exists()
     assert seen[0] == ("hashing", 0, 5) and seen[-1] == ("done", 5, 5)
+    assert seen[1][0] == (f"reusing loaded LoRA {info.name}" if reuse else f"loading LoRA {info.name}")
     assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
 
     # the base in memory is untouched: same tensors, same LoRA image, same base image without the LoRA
     assert_same_tensors(tensors, pipe)
-    assert (image(pipe, family) == lora_img).all()
-    patcher.unload_all(pipe)
+    if reuse:
+        assert (image(pipe, family) == lora_img).all()
+        patcher.unload_all(pipe)
     assert (image(pipe, family) == base_img).all()
     assert sha256(bases[family, base_fmt]) == base_file_hash
 
@@ -252,8 +258,9 @@ def test_merged_model_equals_base_plus_lora(env, pipes, family, out_fmt):
 
 
 def test_two_loras_fp16_and_live_adapters_left_alone(env, pipes):
-    """Two LoRAs with separate U-Net / text-encoder weights; the live patcher keeps a different LoRA
-    active while merging; fp16 output is all F16 and close to the unmerged fp32 image."""
+    """Two LoRAs with separate U-Net / text-encoder weights while the live patcher has one of them active
+    at other weights (fp32 merge: reused + loaded), then with it resident but switched off (fp16 merge);
+    fp16 output is all F16 and close to the unmerged fp32 image."""
     folders, _ = env
     pipe, entry = pipes("sd15", "single-file")
     a = lora_for(env, pipe, "sd15", "lora-a", seed=1)
@@ -268,11 +275,16 @@ def test_two_loras_fp16_and_live_adapters_left_alone(env, pipes):
 
     out32 = merge_loras(pipe, "sd15", loras, out_path=merge_output_path(folders, "two-32", "single-file"),
                         fmt="single-file", dtype="fp32", base_entry=entry)
-    out16 = merge_loras(pipe, "sd15", loras, out_path=merge_output_path(folders, "sub/two-16", "single-file"),
-                        fmt="single-file", dtype="fp16", base_entry=entry)
     assert_same_tensors(tensors, pipe)
     assert (image(pipe, "sd15") == only_a).all()
     assert [x.name for x in live.active(pipe)] == ["lora-a"]
+    live.clear(pipe)
+    base_img = image(pipe, "sd15")
+    out16 = merge_loras(pipe, "sd15", loras, out_path=merge_output_path(folders, "sub/two-16", "single-file"),
+                        fmt="single-file", dtype="fp16", base_entry=entry, patcher=live)
+    assert_same_tensors(tensors, pipe)
+    assert (image(pipe, "sd15") == base_img).all()
+    assert live.active(pipe) == [] and live.resident(pipe)
     live.unload_all(pipe)
 
     record = read_merge_info(out16)

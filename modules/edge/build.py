@@ -260,7 +260,7 @@ def build_edge(pipe, entry: ModelEntry, folders: Folders, name: str, options: Ed
         timings[label] = round(time.perf_counter() - t0, 2)
 
     try:
-        with torch.no_grad():
+        if pipe.unet.dtype != torch.float32 or pipe.unet.device.type != "cpu":
             pipe.to("cpu", torch.float32)
         # 1. LoRAs
         stage(stages[0])

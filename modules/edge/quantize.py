@@ -67,32 +67,52 @@ class _Reader:
         self._i = 0
 
 
-def quantize_static_int8(src: Path, dst: Path, samples: Sequence[dict], *,
-                         op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> list[Path]:
-    """Static QDQ INT8 calibrated on ``samples`` (dicts of graph input name -> numpy array)."""
+def calibrate(src: Path, samples: Sequence[dict], cache: Path, *,
+              op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> Path:
+    """MinMax activation ranges of ``src`` over ``samples``, saved to ``cache`` (ORT's JSON format).
+
+    Done on its own (not inside ``quantize_static``) so that the calibration session and its augmented
+    model are freed before the quantizer loads its own copy of the graph: peak memory is about half."""
+    import gc
     import tempfile
 
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     if not samples:
         raise ValueError("static quantization needs calibration samples")
+    with tempfile.TemporaryDirectory(prefix=".calib-", dir=Path(cache).parent) as tmp:
+        calibrator = create_calibrator(Path(src), list(op_types),
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax, use_external_data_format=True,
+                                       providers=["CPUExecutionProvider"])
+        calibrator.collect_data(_Reader(samples))
+        ranges = calibrator.compute_data()
+        del calibrator
+        gc.collect()
+    save_tensors_data(ranges, cache)
+    return Path(cache)
+
+
+def quantize_static_int8(src: Path, dst: Path, samples: Sequence[dict], *,
+                         op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> list[Path]:
+    """Static QDQ INT8 calibrated on ``samples`` (dicts of graph input name -> numpy array)."""
+    import gc
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     src, dst = Path(src), Path(dst)
-    # the calibrator writes an augmented copy of the model: keep it next to the package, not in /tmp
-    with tempfile.TemporaryDirectory(prefix=".calib-", dir=dst.parent) as tmp:
-        old = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = tmp
-        tempfile.tempdir = None
-        try:
-            quantize_static(
-                str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                use_external_data_format=_is_large(src), calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False})
-        finally:
-            if old is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = old
-            tempfile.tempdir = None
+    cache = dst.with_name(dst.stem + ".calibration.json")
+    try:
+        calibrate(src, samples, cache, op_types=op_types)
+        gc.collect()
+        quantize_static(
+            str(src), str(dst), None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            use_external_data_format=_is_large(src), calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=str(cache),
+            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False})
+    finally:
+        cache.unlink(missing_ok=True)
+        src.with_name(src.stem + "-inferred.onnx").unlink(missing_ok=True)  # the quantizer's shape-inference copy
     return _files(dst)

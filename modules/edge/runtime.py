@@ -12,6 +12,7 @@ Execution providers: ``"cpu"`` (default) or ``"auto"`` (TensorRT, then CUDA, whe
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ class EdgePipeline:
 
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(self.package / TOKENIZER_DIR), local_files_only=True)
-            config = diffusers.SchedulerMixin.load_config(str(self.package / SCHEDULER_DIR))
+            config = json.loads((self.package / SCHEDULER_DIR / "scheduler_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{self.package.name}: tokenizer or scheduler unreadable ({exc})") from exc
         cls = getattr(diffusers, str(config.get("_class_name")), diffusers.PNDMScheduler)

@@ -4,9 +4,9 @@ How (:func:`merge_loras`):
 
 1. A *working copy* of the pipeline is made whose modules are new objects but whose parameters are the
    base's own tensors (no memory cost; a pipeline on a GPU is copied to the CPU, which does the merge).
-   Adapters already on the base (the live patcher's) are stripped from the copy only.
 2. The LoRAs are applied to the copy with :class:`~modules.lora.patcher.LoraPatcher` (so every format the
-   patcher reads can be merged, with the same per-layer alphas), the weights each LoRA patches are
+   patcher reads can be merged, with the same per-layer alphas); LoRAs the live patcher already holds on
+   the base come along with the copy and are reused, not read again. The weights the LoRAs patch are
    replaced by private float32 clones, then ``fuse_lora`` (``set_adapters`` weights, ``lora_scale=1``)
    and ``unload_lora_weights`` bake them in: the saved state dict holds no LoRA keys.
 3. Tensors are cast to the output dtype by replacing them (never in place), then written:
@@ -269,12 +269,12 @@ def _tuner_layers(model):
     return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
-def _privatize_patched_weights(model) -> int:
-    """Give every base layer a LoRA patches its own float32 copy of weight/bias, so fusing writes there
-    and not into tensors shared with the base pipeline. Returns the number of layers."""
+def _privatize_patched_weights(model, adapters: set[str]) -> int:
+    """Give every base layer that one of ``adapters`` patches its own float32 copy of weight/bias, so fusing
+    writes there and not into tensors shared with the base pipeline. Returns the number of layers."""
     import torch
 
-    layers = _tuner_layers(model)
+    layers = [m for m in _tuner_layers(model) if adapters & set(getattr(m, "lora_A", {}))]
     for layer in layers:
         base = layer.get_base_layer()
         for pname in ("weight", "bias"):
@@ -380,27 +380,23 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
 
     cache = hash_cache if hash_cache is not None else getattr(patcher, "hash_cache", None)
     stage("hashing")
-    hashed = [(ensure_hashes(info, cache), u, t) for info, u, t in wanted]
+    wanted_by_adapter = _by_adapter([(ensure_hashes(info, cache), u, t) for info, u, t in wanted])
+    total = len(wanted_by_adapter) + 4  # the same file twice is one LoRA
     base_hash, base_sha = _base_hashes(base_entry, cache)
 
     work = _working_copy(pipe)
     components = [c for c in FAMILY_COMPONENTS[family] if getattr(work, c, None) is not None]
-    if any(_tuner_layers(getattr(work, c)) for c in components):
-        work.unload_lora_weights()  # the live patcher's adapters, on the copy only
     patcher = patcher if patcher is not None else LoraPatcher(hash_cache=cache)
     with torch.no_grad():
-        report = None
-        for i, (info, _, _) in enumerate(hashed):
-            stage(f"loading LoRA {info.name}")
-            report = patcher.apply(work, family, hashed[: i + 1])
+        _load_adapters(work, family, components, wanted_by_adapter, patcher, stage)
         stage("fusing")
-        patched = [c for c in components if _tuner_layers(getattr(work, c))]
+        names = list(wanted_by_adapter)
+        patched = [c for c in components if set(names) & _adapters_in(getattr(work, c))]
         for c in patched:
-            _privatize_patched_weights(getattr(work, c))
+            _privatize_patched_weights(getattr(work, c), set(names))
         # safe_fusing would clone every patched weight again and scan it for NaN (seconds on SD1.5);
         # the weights are float32 clones here, so the sum cannot overflow
-        work.fuse_lora(components=patched, lora_scale=1.0, safe_fusing=False,
-                       adapter_names=[a.adapter for a in report.active])
+        work.fuse_lora(components=patched, lora_scale=1.0, safe_fusing=False, adapter_names=names)
         work.unload_lora_weights()
         leftovers = [c for c in components if _tuner_layers(getattr(work, c))]
         if leftovers:
@@ -410,9 +406,8 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
             if isinstance(value, torch.nn.Module):
                 _cast_module(value, torch_dtype)
 
-    merged = [MergedLora(name=a.name, hash=info.hash or "", sha256=info.sha256 or "", unet_weight=a.unet_weight,
-                         te_weight=a.te_weight, format=info.format)
-              for a, (info, _, _) in zip(report.active, _by_adapter(report.active, hashed))]
+    merged = [MergedLora(name=info.name, hash=info.hash or "", sha256=info.sha256 or "", unet_weight=u,
+                         te_weight=t, format=info.format) for info, u, t in wanted_by_adapter.values()]
     record = merge_metadata(base_entry, base_hash, merged, dtype, fmt, base_sha)
     stage(f"writing {out_path.name}")
     _write(work, family, out_path, fmt, record, base_entry, overwrite,
@@ -422,12 +417,47 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     return out_path
 
 
-def _by_adapter(active, hashed) -> list[tuple]:
-    """The hashed (info, u, t) behind each active adapter (same file twice counts once)."""
+def _by_adapter(loras) -> dict[str, tuple[LoraInfo, float, float]]:
+    """PEFT adapter name -> (hashed info, U-Net weight, text-encoder weight); the same file twice adds up
+    (as in ``LoraPatcher.apply``)."""
     from modules.lora.patcher import adapter_name
 
-    by = {adapter_name(info): (info, u, t) for info, u, t in hashed}
-    return [by[a.adapter] for a in active]
+    out: dict[str, tuple[LoraInfo, float, float]] = {}
+    for info, u, t in loras:
+        a = adapter_name(info)
+        if a in out:
+            out[a] = (out[a][0], out[a][1] + u, out[a][2] + t)
+        else:
+            out[a] = (info, u, t)
+    return out
+
+
+def _adapters_in(model) -> set[str]:
+    return set(getattr(model, "peft_config", None) or {})
+
+
+def _load_adapters(work, family: Family, components: Sequence[str], wanted: dict, patcher, stage) -> None:
+    """Make exactly ``wanted`` active on the working copy, with their weights.
+
+    Adapters the live pipeline already had (copied along, sharing its LoRA tensors) are reused as they
+    are (same file hash = same adapter); the others are loaded by the patcher."""
+    from modules.lora.patcher import DENOISERS
+
+    present = set().union(*(_adapters_in(getattr(work, c)) for c in components))
+    missing = [(info, u, t) for a, (info, u, t) in wanted.items() if a not in present]
+    for a, (info, _, _) in wanted.items():
+        if a in present:
+            stage(f"reusing loaded LoRA {info.name}")
+    for i, (info, _, _) in enumerate(missing):
+        stage(f"loading LoRA {info.name}")
+        patcher.apply(work, family, missing[: i + 1])
+    if present:
+        work.enable_lora()  # the live patcher may have disabled its adapters
+    weights = []
+    for a, (_, u, t) in wanted.items():
+        comps = [c for c in components if a in _adapters_in(getattr(work, c))]
+        weights.append({c: (u if c in DENOISERS else t) for c in comps})
+    work.set_adapters(list(wanted), adapter_weights=weights)
 
 
 def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_entry: ModelEntry,

@@ -168,6 +168,7 @@ EN: dict[str, str] = {
     "error.unsafe_name": "Name refused: {detail}",
     "error.invalid_preset": "Invalid preset: {detail}",
     "error.lora_error": "LoRA problem: {detail}",
+    "error.out_of_memory": "Out of memory: {detail}",
     # InvalidRequest field names
     "field.prompt": "Prompt",
     "field.negative_prompt": "Negative prompt",
@@ -340,6 +341,7 @@ ZH: dict[str, str] = {
     "error.unsafe_name": "名称被拒绝：{detail}",
     "error.invalid_preset": "预设无效：{detail}",
     "error.lora_error": "LoRA 出错：{detail}",
+    "error.out_of_memory": "内存不足：{detail}",
     "field.prompt": "提示词",
     "field.negative_prompt": "反向提示词",
     "field.steps": "采样步数",
