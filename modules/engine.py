@@ -172,6 +172,20 @@ class Engine:
     def interrupt(self) -> bool:
         return self.queue.interrupt()
 
+    def merge_lora(self, base: str, loras: list[tuple[str, float, float]], out_name: str, *,
+                   fmt: str = "single-file", dtype: str = "fp16") -> Job:
+        """Fuse ``loras`` ((name, U-Net weight, text-encoder weight)) into ``base`` and save a new model
+        into models/Stable-diffusion (atomically). A job on the one queue; it returns the new entry."""
+        from modules.lora.merge import merge_output_path
+
+        entry = self._resolve(base)
+        infos = self.loras()
+        wanted = [(find_lora(infos, name), float(u), float(t)) for name, u, t in loras]
+        for info, _u, _t in wanted:
+            check_compatible(info, entry.family)
+        out_path = merge_output_path(self.folders, out_name, fmt)
+        return self.queue.submit("merge", partial(self._merge_job, entry, wanted, out_path, fmt, dtype))
+
     def download_model(self, repo_id: str) -> Job:
         def run(ctx: JobContext):
             path = download_repo(repo_id, cache_dir=self.settings.hf_cache,
@@ -251,6 +265,20 @@ class Engine:
             check_compatible(info, entry.family)  # LoraError names both families
             resolved.append((info, unet_w, te_w))
         return resolved
+
+    def _merge_job(self, entry: ModelEntry, loras, out_path, fmt: str, dtype: str, ctx: JobContext) -> ModelEntry:
+        from modules.lora.merge import merge_loras
+
+        with self.manager.lock:
+            loaded = self.manager.activate(entry, on_phase=ctx.report)
+            self._selected = loaded.entry
+            path = merge_loras(loaded.pipe, loaded.family, loras, out_path=out_path, fmt=fmt, dtype=dtype,
+                               base_entry=loaded.entry, patcher=self.lora_patcher,
+                               hash_cache=self.registry.hash_cache,
+                               on_progress=lambda label, done, total: ctx.report(f"merging: {label}", done, total),
+                               should_stop=lambda: ctx.cancelled)
+        self.registry.refresh()
+        return self.registry.entry_for_path(path)
 
     # -- prompt embeddings -------------------------------------------------------------------
     def _cache_key(self, loaded: LoadedModel, te_state: str, prompt: str, negative: str, do_cfg: bool,

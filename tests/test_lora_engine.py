@@ -103,3 +103,16 @@ def test_unknown_lora_and_family_mismatch_fail_at_submit(engine):
         engine.generate(GenerationRequest(model="tiny-sdxl-diffusers-0", prompt="x <lora:face_a:1>"))
     message = str(info.value)
     assert "face_a" in message and "1.5" in message and "XL" in message
+
+
+def test_merge_job_writes_a_listed_model_matching_base_plus_lora(engine):
+    import numpy as np
+
+    job = engine.merge_lora("tiny-sd15-diffusers-0", [("face_a", 0.8, 0.8)], "merged-face-a", dtype="fp32")
+    entry = job.wait(300)
+    assert entry.name == "merged-face-a" and entry.family == Family.SD15
+    assert "merged-face-a" in [e.name for e in engine.models()]
+    unmerged = gen(engine, prompt="a face <lora:face_a:0.8>")
+    merged = engine.generate(GenerationRequest(model="merged-face-a", prompt="a face", **SMALL)).wait(120)
+    diff = np.abs(np.asarray(unmerged.images[0], dtype=np.int16) - np.asarray(merged.images[0], dtype=np.int16))
+    assert diff.max() <= 1, f"merged output differs from base+LoRA by {diff.max()} levels"
