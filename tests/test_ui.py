@@ -28,6 +28,8 @@ from modules.embedding_cache.stats import CacheStats  # noqa: E402
 from modules.generation.params import GenerationRequest, GenerationResult  # noqa: E402
 from modules.generation.prompting import resolve_prompts  # noqa: E402
 from modules.jobs import JobQueue  # noqa: E402
+from modules.lora import LoraInfo, check_compatible, find_lora, parse_prompt_loras  # noqa: E402
+from modules.lora.formats import LOHA_REASON, LoraFormat  # noqa: E402
 from modules.outputs.infotext import build_infotext  # noqa: E402
 from modules.presets import PresetStore  # noqa: E402
 from modules.registry.entry import ModelEntry, ModelFormat  # noqa: E402
@@ -77,10 +79,14 @@ STYLES_CSV = ("name,prompt,negative_prompt\n"
 class FakeEngine:
     """The engine interface the page uses, with a real JobQueue and instant fake jobs.
 
-    ``gate``: generation jobs pause after step 3 until it is set (so tests can watch progress).
+    ``gate``: generation jobs pause after step 3 until it is set (so tests can watch progress);
+    merge jobs pause at their "fusing" stage.
     Presets: the shipped ones plus a user folder under ``root``; styles: ``root/styles.csv``.
     ``requests``: what the jobs ran (preset and styles applied, as the real engine does);
     ``submitted``: the requests exactly as the page sent them.
+    LoRAs: ``lora_infos`` (no files); ``applied`` holds each generation's ``(name, unet, te)`` list
+    (tags and request list, checked as the real engine does), ``notes`` goes into every result;
+    ``merges`` records ``merge_lora`` calls.
     """
 
     def __init__(self, root: Path):
@@ -105,6 +111,11 @@ class FakeEngine:
         self.styles_file.write_text(STYLES_CSV, encoding="utf-8")
         self.stats = CacheStats(hits=3, misses=1, entries=4, bytes=3 * 2**20, max_bytes=256 * 2**20,
                                 time_saved_s=1.25, disk_entries=2, disk_bytes=2**20, disk_hits=1)
+        self.lora_infos = fake_loras()
+        self.lora_scans = 0
+        self.applied: list[list[tuple[str, float, float]]] = []
+        self.notes: list[str] = []
+        self.merges: list[tuple] = []
 
     def close(self):
         self.gate.set()
@@ -128,6 +139,18 @@ class FakeEngine:
 
     def styles(self):
         return load_styles(self.styles_file)
+
+    def loras(self, refresh: bool = False):
+        self.lora_scans += bool(refresh)
+        return list(self.lora_infos)
+
+    def _wanted_loras(self, req: GenerationRequest, family):
+        _clean, tags = parse_prompt_loras(req.prompt)
+        wanted = [(t.name, t.unet_weight, t.te_weight) for t in tags]
+        wanted += [(name, float(w), float(w)) for name, w in req.loras]
+        for name, _u, _t in wanted:
+            check_compatible(find_lora(self.lora_infos, name), family)
+        return wanted
 
     def cache_stats(self):
         return self.stats
@@ -156,8 +179,11 @@ class FakeEngine:
         family = self.current.family
         req = resolve_prompts(request, family, self.presets, self.styles_file).with_defaults(family)
         req.check_inputs(family)
+        loras = self._wanted_loras(req, family)
         self.submitted.append(request)
         self.requests.append(req)
+        self.applied.append(loras)
+        notes = list(self.notes)
 
         def run(ctx):
             start = time.perf_counter()
@@ -174,8 +200,44 @@ class FakeEngine:
                                     {"Steps": req.steps, "Sampler": req.sampler, "CFG scale": req.cfg_scale,
                                      "Seed": s, "Size": f"{req.width}x{req.height}", "Model": self.current.name})
                      for s in seeds]
-            return GenerationResult(images, seeds, texts, [], self.current.title, time.perf_counter() - start)
+            return GenerationResult(images, seeds, texts, [], self.current.title, time.perf_counter() - start,
+                                    notes=notes)
         return self.queue.submit("generate", run)
+
+    def merge_lora(self, base, loras, out_name, *, fmt="single-file", dtype="fp16"):
+        entry = self._entry(base)
+        wanted = [(find_lora(self.lora_infos, name), float(u), float(t)) for name, u, t in loras]
+        for info, _u, _t in wanted:
+            check_compatible(info, entry.family)
+        if fmt not in ("single-file", "diffusers"):
+            raise InvalidRequest("format", f"must be one of single-file, diffusers, not {fmt!r}")
+        name = out_name.strip()
+        if "/" in name or ".." in name:
+            raise errors.UnsafeName(f"{out_name!r} leaves the models folder")
+        if any(e.name == name for e in self.entries):
+            raise InvalidRequest("out", f"{name}.safetensors already exists in /m (choose another name)")
+        self.merges.append((base, list(loras), name, fmt, dtype))
+
+        def run(ctx):
+            ctx.report("loading")
+            kept = [(i, u, t) for i, u, t in wanted if u or t]
+            if not kept:
+                raise InvalidRequest("loras", "give at least one LoRA with a non-zero weight")
+            total = len(kept) + 4
+            ctx.report("merging: hashing", 0, total)
+            for n, (info, _u, _t) in enumerate(kept, 1):
+                ctx.report(f"merging: loading LoRA {info.name}", n, total)
+            ctx.report("merging: fusing", len(kept) + 1, total)
+            self.gate.wait(10)
+            ctx.check_cancelled()
+            ctx.report(f"merging: converting to {dtype}", len(kept) + 2, total)
+            ctx.report(f"merging: writing {name}.safetensors", len(kept) + 3, total)
+            suffix = ".safetensors" if fmt == "single-file" else ""
+            new = ModelEntry(name, Path(f"/m/{name}{suffix}"), fmt, entry.family)
+            self.entries.append(new)
+            ctx.report("merging: done", total, total)
+            return new
+        return self.queue.submit("merge", run)
 
     def download_model(self, repo_id):
         if repo_id.count("/") != 1:
@@ -187,6 +249,21 @@ class FakeEngine:
             ctx.report("downloading", 2 * 1024 * 1024, 2 * 1024 * 1024)
             return Path("/hf/models--" + repo_id.replace("/", "--"))
         return self.queue.submit("download", run)
+
+
+def fake_loras() -> list[LoraInfo]:
+    """LoRAs of every kind the picker tells apart (no files behind them)."""
+    def info(name, fmt, family, rank=8, te=True, **kw):
+        return LoraInfo(name=name, path=Path(f"/loras/{name}.safetensors"), format=fmt, family=family, rank=rank,
+                        has_text_encoder=te, has_unet=True, alpha_present=True, rel_name=name, **kw)
+    return [
+        info("xl_detail", LoraFormat.KOHYA, Family.SDXL, rank=16),
+        info("soft_light", LoraFormat.KOHYA, Family.SD15, rank=4, te=False),
+        info("old_loha", LoraFormat.LOHA, Family.SD15, supported=False, reason=LOHA_REASON),
+        info("mystery", LoraFormat.DIFFUSERS, None, rank=None, te=False),
+        info("aw_portrait_z", LoraFormat.DIFFUSION_MODEL, Family.ZIMAGE, rank=32, te=False),
+        info("Film_Grain", LoraFormat.KOHYA, Family.SD15, alias="filmgrain"),
+    ]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from modules.families import Family, family_info
 from modules.presets import Preset, parse_preset
 from modules.presets.schema import ID_RE, RANDOM_SEED
 from modules.ui.common import family_label, ui_error, ui_info
+from modules.ui import lora_panel
 from modules.ui.i18n import Translator
 
 #: txt2img fields a preset fills, in the order of the handlers' outputs
@@ -197,7 +198,8 @@ def make_select(engine, t: Translator, generate: Callable):
     skip_head = (gr.skip(),) * (3 + len(PRESET_FIELDS))
     skip_run = (gr.skip(),) * RUN_OUTPUTS
 
-    def select_preset(index, ids, apply_only, prompt, negative_prompt, batch_size, batch_count, styles=None):
+    def select_preset(index, ids, apply_only, prompt, negative_prompt, batch_size, batch_count, styles=None,
+                      lora_names=None, *lora_weights):
         ids = ids or []
         if not isinstance(index, int) or not 0 <= index < len(ids):
             yield (*skip_head, *skip_run)
@@ -214,7 +216,8 @@ def make_select(engine, t: Translator, generate: Callable):
             return
         for out in generate(prompt, negative_prompt, values["sampler"], values["steps"], values["cfg_scale"],
                             values["width"], values["height"], values["seed"], batch_size, batch_count,
-                            values["clip_skip"], styles, preset.id):
+                            values["clip_skip"], styles, preset.id,
+                            lora_panel.picked_loras(lora_names, lora_weights)):
             yield (*skip_head, *out)
 
     return select_preset
@@ -441,7 +444,7 @@ def wire(engine, t: Translator, tab, generate: Callable) -> None:
     run_outputs = [tab.gallery, tab.infotext, tab.progress, tab.infotexts, tab.seeds]
     g.gallery.click(make_select(engine, t, generate),
                     [g.gallery, g.ids, g.apply_only, tab.prompt, tab.negative_prompt, tab.batch_size,
-                     tab.batch_count, tab.styles],
+                     tab.batch_count, tab.styles, tab.loras.picked, *tab.loras.weights],
                     [*g.chip_outputs, *fields, *run_outputs],
                     api_visibility="private", show_progress="minimal", concurrency_limit=None)
     g.clear.click(make_clear(t), None, g.chip_outputs, api_visibility="private", queue=False)

@@ -1,4 +1,4 @@
-"""The txt2img tab: prompts and styles on top, presets, parameters left, images right. Torch-free."""
+"""The txt2img tab: prompts and styles on top, LoRAs and presets, parameters left, images right. Torch-free."""
 from __future__ import annotations
 
 import time
@@ -11,9 +11,9 @@ from modules.families import FamilyInfo, family_info
 from modules.generation.params import (
     MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
 )
-from modules.ui import presets_panel
+from modules.ui import lora_panel, presets_panel
 from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
-from modules.ui.i18n import Translator
+from modules.ui.i18n import Translator, translate_note
 
 #: txt2img inputs in the order of the generate handler's parameters (also the API's order)
 PARAM_FIELDS = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "width", "height",
@@ -46,6 +46,7 @@ class Txt2ImgTab:
     styles_refresh: gr.Button
     presets: presets_panel.PresetGallery
     manager: presets_panel.PresetManager
+    loras: lora_panel.LoraPicker
 
     @property
     def params(self) -> list:
@@ -104,11 +105,13 @@ def _number(name: str, value, default, kind=int):
 
 def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
                         seed, batch_size, batch_count, clip_skip, styles=None,
-                        preset=None) -> GenerationRequest:
+                        preset=None, loras=None) -> GenerationRequest:
     """A GenerationRequest from the page's values; empty fields mean the family default.
 
     ``preset``: the active preset's id (the engine puts the prompt into its template);
-    ``styles``: names from styles.csv, applied by the engine in order.
+    ``styles``: names from styles.csv, applied by the engine in order;
+    ``loras``: ``(name, weight)`` pairs or the API's ``[[name, weight], ...]`` (see
+    :func:`lora_panel.api_loras`), applied besides any ``<lora:…>`` tags in the prompt.
     """
     return GenerationRequest(
         prompt=prompt or "",
@@ -124,6 +127,7 @@ def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, widt
         clip_skip=_number("clip_skip", clip_skip, 1),
         preset=preset or None,
         styles=_names(styles),
+        loras=lora_panel.api_loras(loras),
     )
 
 
@@ -157,18 +161,18 @@ def _with_parameters(image, infotext: str):
 def make_generate(engine, t: Translator, poll_s: float = POLL_S):
     """The generate handler: submit, yield progress every ``poll_s``, then the images and infotext.
 
-    Inputs: :data:`PARAM_FIELDS`, then the selected styles and the active preset id (both optional,
-    so API callers that send only the eleven fields keep working). Yields ``(gallery, infotext,
+    Inputs: :data:`PARAM_FIELDS`, then the selected styles, the active preset id and the LoRAs (all
+    optional, so API callers that send only the eleven fields keep working). Yields ``(gallery, infotext,
     progress, infotexts_state, seeds_state)``. If the caller goes away before the job ends, the job
     is cancelled.
     """
 
     def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
-                 seed, batch_size, batch_count, clip_skip, styles=None, preset=None):
+                 seed, batch_size, batch_count, clip_skip, styles=None, preset=None, loras=None):
         try:
             request = request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale,
                                           width, height, seed, batch_size, batch_count, clip_skip,
-                                          styles, preset)
+                                          styles, preset, loras)
         except VisageError as exc:
             raise ui_error(t, exc) from None
         yield from run_request(engine, t, request, poll_s)
@@ -208,7 +212,20 @@ def run_request(engine, t: Translator, request: GenerationRequest, poll_s: float
     images += result.images[len(images):]
     infotexts = list(result.infotexts)
     done = t("progress.done", count=len(result.images), seconds=f"{result.elapsed_s:.1f}")
+    notes = [translate_note(t, str(note)) for note in (getattr(result, "notes", None) or [])]
+    for note in notes:
+        gr.Warning(note, title=t("progress.notes_title"))
+    if notes:
+        done += "\n\n" + "\n\n".join(t("progress.note", note=_markdown_text(note)) for note in notes)
     yield images, (infotexts[0] if infotexts else ""), done, infotexts, list(result.seeds)
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` with the Markdown/HTML characters that could change it escaped (``_`` is left alone:
+    within words, as in LoRA key names, it never makes emphasis)."""
+    for ch in "\\`*[]<>":
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def style_names(engine, t: Translator, *, warn: bool = False) -> list[str]:
@@ -257,6 +274,7 @@ def build(engine, t: Translator) -> Txt2ImgTab:
                 styles = gr.Dropdown(choices=style_names(engine, t), value=[], multiselect=True,
                                      label=t("styles.label"), scale=4, min_width=120, elem_id="txt2img_styles")
                 styles_refresh = gr.Button(t("styles.refresh"), scale=0, min_width=40)
+    lora_picker = lora_panel.build(engine, t)
     gallery_panel = presets_panel.build_gallery(engine, t)
     with gr.Row():
         with gr.Column(scale=1):
@@ -292,13 +310,18 @@ def build(engine, t: Translator) -> Txt2ImgTab:
 
     tab = Txt2ImgTab(prompt, negative, sampler, steps, cfg, width, height, seed, batch_size, batch_count,
                      clip_skip, random_seed, reuse_seed, generate_btn, interrupt_btn, gallery, infotext,
-                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager)
+                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager, lora_picker)
 
     outputs = [gallery, infotext, progress, infotexts, seeds]
     handler = make_generate(engine, t)
-    # the styles and the active preset come after the eleven fields, so older API callers still work
-    generate_btn.click(handler, [*tab.params, styles, gallery_panel.active], outputs, api_name="generate",
-                       show_progress="minimal", concurrency_limit=None)
+    # the page sends the picked LoRA rows (names + every slider); the /generate endpoint takes the
+    # eleven fields, then the styles and a [[name, weight], ...] list, so older API callers still work
+    generate_btn.click(lora_panel.wrap_generate(handler),
+                       [*tab.params, styles, gallery_panel.active, lora_picker.picked, *lora_picker.weights],
+                       outputs, api_visibility="private", show_progress="minimal", concurrency_limit=None)
+    gr.on(triggers=[], fn=handler, inputs=[*tab.params, styles, gallery_panel.active, lora_picker.api_loras],
+          outputs=outputs, api_name="generate", concurrency_limit=None)
+    lora_panel.wire(engine, t, lora_picker, prompt)
     styles_refresh.click(make_refresh_styles(engine, t), styles, styles, api_visibility="private",
                          show_progress="hidden")
     presets_panel.wire(engine, t, tab, handler)
