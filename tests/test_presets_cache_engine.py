@@ -132,8 +132,9 @@ def test_warm_up_gives_up_when_encoding_is_slow(engine, monkeypatch):
     import modules.engine as engine_module
 
     monkeypatch.setattr(engine_module, "WARM_MAX_ENCODE_S", 0.0)
-    engine.embed_cache.clear()
-    engine.switch_model("tiny-sd15-diffusers-0").wait(120)
     engine.switch_model("tiny-zimage-diffusers-0").wait(120)
+    assert engine.wait_for_warming(120)
+    engine.embed_cache.clear()  # nothing is warming now: only the next load's warm-up adds entries
+    engine.switch_model("tiny-sd15-diffusers-0").wait(120)
     assert engine.wait_for_warming(120)
     assert engine.cache_stats().entries == 1
