@@ -113,6 +113,12 @@ class Engine:
     def models(self, refresh: bool = False) -> list[ModelEntry]:
         return self.registry.refresh() if refresh else self.registry.entries()
 
+    @property
+    def selected(self) -> ModelEntry | None:
+        """The model chosen last (at start, on the page or through the API; it may still be loading).
+        Requests that name no model run on it."""
+        return self._selected
+
     def family_of(self, model_name: str | None = None) -> Family:
         """Family of ``model_name``, or of the selected model (SD1.5 when none is)."""
         if model_name:
@@ -162,8 +168,8 @@ class Engine:
         req = resolve_prompts(request, entry.family, self.presets, self.settings.styles_file)
         req = req.with_defaults(entry.family)
         req.check_inputs(entry.family)
+        self._check_backend(req, entry)
         loras = self._wanted_loras(req, entry)
-        self._check_backend(req, entry, loras)
         job = self.queue.submit("generate", partial(self._generate_job, entry, req, loras))
         if (request.prompt, request.negative_prompt) not in self._recent_prompts:
             self._recent_prompts.append((request.prompt, request.negative_prompt))
@@ -362,7 +368,7 @@ class Engine:
             return path
         return self.queue.submit("build-edge", run)
 
-    def _check_backend(self, req: GenerationRequest, entry: ModelEntry, loras: list) -> None:
+    def _check_backend(self, req: GenerationRequest, entry: ModelEntry) -> None:
         """Edge packages run on the onnx backend, everything else on diffusers; say so at submit."""
         backend = req.backend if req.backend != "auto" else self.settings.backend
         edge = entry.format == ModelFormat.EDGE
@@ -371,7 +377,7 @@ class Engine:
                                  f"`python -m modules.cli build-edge --model {entry.name}` or use backend auto")
         if backend == "diffusers" and edge:
             raise InvalidRequest("backend", f"{entry.name} is an edge package: it runs on the onnx backend")
-        if edge and loras:
+        if edge and (req.loras or parse_prompt_loras(req.prompt)[1]):
             merged = ", ".join(x["name"] for x in (entry.details.get("manifest") or {}).get("loras", [])) or "none"
             raise InvalidRequest("loras", f"LoRAs are merged into edge packages when they are built "
                                  f"(this one has: {merged})")

@@ -16,7 +16,7 @@ from modules.paths import Folders
 from modules.settings import Settings
 
 #: narrowed limits for test servers: generated requests stay cheap on tiny models
-TEST_LIMITS = ApiLimits(max_side=128, max_steps=3, max_batch_size=2, max_batch_count=2)
+TEST_LIMITS = ApiLimits(max_side=96, max_steps=2, max_batch_size=2, max_batch_count=2)
 SD15 = "tiny-sd15-single-file-0"
 ZIMAGE = "tiny-zimage-diffusers-0"
 

@@ -24,8 +24,9 @@ __all__ = ["API_PREFIXES", "ApiLimits", "build_api"]
 
 #: paths served by the API (the page, when mounted, gets everything else)
 API_PREFIXES = ("/api/", "/sdapi/", "/healthz", "/openapi.json", "/docs")
-#: uploads may be larger than other requests
-UPLOAD_PATHS = ("/sdapi/v1/png-info",)
+#: uploads may be larger than other requests (A1111 txt2img bodies may carry images for extensions,
+#: e.g. ControlNet in alwayson_scripts: accepted, then ignored)
+UPLOAD_PATHS = ("/sdapi/v1/png-info", "/sdapi/v1/txt2img")
 
 
 class BodyLimit:

@@ -66,6 +66,7 @@ class ApiError(Exception):
 ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
+        (400, "malformed request (the body is not valid JSON)"),
         (401, "missing or wrong credentials (--api-auth)"),
         (404, "no such model, LoRA or file"),
         (409, "the job was interrupted"),
@@ -137,7 +138,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
-        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+        code = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "too_large"}.get(exc.status_code, "http_error")
         return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 

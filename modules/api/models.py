@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from modules.api.names import name_problem
 from modules.generation.params import (
-    MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
+    BACKENDS, DECODERS, MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
 )
 from modules.outputs.saving import MAX_READ_BYTES
 
@@ -268,14 +268,14 @@ def request_models(limits: ApiLimits) -> RequestModels:
     BatchCount = Annotated[int, Field(ge=1, le=limits.max_batch_count)]
 
     class LoraWeight(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
         name: Name
         weight: float = Field(1.0, ge=-4.0, le=4.0)
 
     class GenerateRequest(BaseModel):
         """Visage's own request: every field optional; unset ones come from the preset or the family."""
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "2" for 2, no true for 1.0
         prompt: Prompt = ""
         negative_prompt: Prompt = ""
         preset: Name | None = Field(None, description="preset id (GET /api/v1/presets)")
@@ -292,7 +292,10 @@ def request_models(limits: ApiLimits) -> RequestModels:
         batch_count: BatchCount = 1
         clip_skip: int = Field(1, ge=1, le=12)
         save: bool = Field(True, description="also write the images to the outputs folder")
-        backend: Literal["auto", "torch"] = Field("auto", description="execution backend (edge comes later)")
+        preview_every: int = Field(0, ge=0, le=limits.max_steps,
+                                   description="live TAESD preview every N steps (GET /sdapi/v1/progress); 0 = off")
+        decoder: Literal[DECODERS] = Field("vae", description="final decode: full VAE, or fast TAESD")
+        backend: Literal[BACKENDS] = Field("auto", description="auto (edge packages run on ONNX), diffusers, onnx")
 
     txt2img_fields: dict[str, Any] = {
         "prompt": (Prompt, ""),
@@ -316,6 +319,6 @@ def request_models(limits: ApiLimits) -> RequestModels:
         **A1111_IGNORED,
     }
     Txt2ImgRequest = create_model(
-        "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore"), **txt2img_fields)
+        "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True), **txt2img_fields)
     Txt2ImgRequest.__doc__ = "A1111's txt2img request; fields Visage does not use are accepted and ignored."
     return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight)

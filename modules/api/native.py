@@ -48,7 +48,7 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
             seed=body.seed, width=body.width, height=body.height, sampler=body.sampler,
             batch_size=body.batch_size, batch_count=body.batch_count, clip_skip=body.clip_skip, model=body.model,
             preset=body.preset, styles=list(body.styles), loras=[(lw.name, lw.weight) for lw in body.loras],
-            save=body.save)
+            save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend)
         result = await rt.generate(req)
         images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
         return GenerateResponse(images=images, infotexts=result.infotexts, seeds=result.seeds,

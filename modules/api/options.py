@@ -31,10 +31,18 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _preview_steps(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= 150:
+        raise ValueError("must be a whole number from -1 to 150")
+    return value
+
+
 #: key -> (default, validator returning the clean value or raising ValueError)
 OPTIONS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "CLIP_stop_at_last_layers": (1, _clip_skip),  # clip skip for /sdapi/v1/txt2img requests
     "samples_save": (True, _boolean),  # False: /sdapi/v1/txt2img never writes files, even with save_images
+    "live_previews_enable": (True, _boolean),  # TAESD previews for /sdapi/v1/progress
+    "show_progress_every_n_steps": (10, _preview_steps),  # how often (0 or -1: no live preview)
 }
 DEFAULTS = {key: default for key, (default, _check) in OPTIONS.items()}
 

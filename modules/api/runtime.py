@@ -17,9 +17,11 @@ from modules.api.errors import to_api_error
 from modules.api.models import ApiLimits
 from modules.api.names import check_name, resolve_lora, resolve_model
 from modules.api.options import OptionsStore
-from modules.errors import QueueFull
+from modules.errors import InvalidRequest, QueueFull
 from modules.generation.params import GenerationRequest, GenerationResult
+from modules.generation.prompting import resolve_prompts
 from modules.lora import parse_prompt_loras
+from modules.taesd import find_taesd, missing_message
 
 #: how often a waiting request looks at its job (seconds, growing to the maximum)
 POLL_START_S = 0.01
@@ -85,7 +87,29 @@ class ApiRuntime:
             _clean, tags = parse_prompt_loras(getattr(req, field))
             for tag in tags:
                 resolve_lora(engine, field, tag.name)
+        self.check_limits(req)
         return req
+
+    def check_limits(self, req: GenerationRequest) -> None:
+        """The request as it will run (preset and family defaults filled in) must fit the limits."""
+        engine, lim = self.engine, self.limits
+        family = engine.family_of(req.model)
+        entry = engine.registry.get(req.model) if req.model else engine.selected
+        if req.decoder == "taesd" and (entry is None or entry.format != "edge") \
+                and find_taesd(family, engine.folders, self.settings.hf_cache) is None:
+            raise InvalidRequest("decoder", "'taesd' needs TAESD weights, which this server lacks; use 'vae' ("
+                                 + missing_message(family, engine.folders) + ")")
+        final = resolve_prompts(req, family, engine.presets, self.settings.styles_file).with_defaults(family)
+        for field in ("width", "height"):
+            value = getattr(final, field)
+            if not lim.min_side <= value <= lim.max_side:
+                raise InvalidRequest(field, f"must be between {lim.min_side} and {lim.max_side} on this server "
+                                            f"({value} from the preset or model defaults)")
+        for field, top in (("steps", lim.max_steps), ("batch_size", lim.max_batch_size),
+                           ("batch_count", lim.max_batch_count)):
+            if getattr(final, field) > top:
+                raise InvalidRequest(field, f"must be at most {top} on this server "
+                                            f"({getattr(final, field)} from the preset or model defaults)")
 
     def _submit_generation(self, req: GenerationRequest):
         return self.engine.generate(self.checked_request(req))

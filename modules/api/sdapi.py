@@ -25,6 +25,7 @@ from modules.families import FAMILIES, FLOW_SAMPLERS, SD_SAMPLERS, Family, famil
 from modules.generation.params import GenerationRequest, GenerationResult
 from modules.outputs.infotext import parse_infotext, parse_size
 from modules.outputs.saving import read_png_parameters
+from modules.taesd import find_taesd
 
 PREFIX = "/sdapi/v1"
 #: infotext keys that have their own place in A1111's ``info``; the rest go to extra_generation_params
@@ -129,14 +130,19 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
         clip_skip = overrides.get("CLIP_stop_at_last_layers", rt.options.get("CLIP_stop_at_last_layers"))
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
             raise InvalidRequest("override_settings.CLIP_stop_at_last_layers", "must be a whole number from 1 to 12")
-        family = (resolve_model(engine, "override_settings.sd_model_checkpoint", model).family if model
-                  else engine.family_of(None))
+        entry = resolve_model(engine, "override_settings.sd_model_checkpoint", model) if model else engine.selected
+        family = entry.family if entry is not None else engine.family_of(None)
         sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
         save = bool(body.save_images) and not body.do_not_save_samples and rt.options.get("samples_save")
+        every = rt.options.get("show_progress_every_n_steps") if rt.options.get("live_previews_enable") else 0
+        if every > 0 and (entry is None or entry.format != "edge") \
+                and find_taesd(family, engine.folders, rt.settings.hf_cache) is None:
+            every = 0  # no TAESD weights here: no live preview (and no warning per request)
         return GenerationRequest(
             prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
             seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
-            batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save)
+            batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
+            preview_every=max(0, every))
 
     @router.post("/txt2img", response_model=Txt2ImgResponse, summary="A1111 txt2img")
     async def txt2img(body: Txt2ImgRequest) -> Txt2ImgResponse:  # type: ignore[valid-type]
@@ -171,12 +177,11 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
 
     @router.get("/options", response_model=dict[str, Any], summary="Options (A1111 keys Visage uses)")
     def get_options() -> dict[str, Any]:
-        status = engine.status()
-        current = next((e for e in engine.models() if status.model in (e.title, e.name)), None)
-        sha = (engine.registry.hash_cache.cached_sha256(current.path)
-               if current is not None and current.path.is_file() else None)
-        return {"sd_model_checkpoint": status.model, "sd_checkpoint_hash": sha, **rt.options.values(),
-                "sd_checkpoint_cache": rt.settings.ckpt_cache, "samples_format": "png"}
+        selected = engine.selected  # what requests without a model run on (a per-request override does not change it)
+        sha = (engine.registry.hash_cache.cached_sha256(selected.path)
+               if selected is not None and selected.path.is_file() else None)
+        return {"sd_model_checkpoint": selected.title if selected else None, "sd_checkpoint_hash": sha,
+                **rt.options.values(), "sd_checkpoint_cache": rt.settings.ckpt_cache, "samples_format": "png"}
 
     @router.post("/options", response_model=None,
                  summary="Set options; sd_model_checkpoint switches the model and waits for it")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from modules import __version__
 from modules.edge import manifest as mf
+from modules.edge.quantize import DEFAULT_UNET_METHOD
 from modules.errors import Interrupted, InvalidRequest, UnsupportedModel, VisageError
 from modules.families import Family, family_info
 from modules.paths import Folders, safe_child
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 QUANTIZE = ("none", "int8")
-METHODS = ("auto", "static", "dynamic")
+METHODS = ("auto", "static", "dynamic")  # auto: quantize.DEFAULT_UNET_METHOD (the fastest measured)
 CALIB_PROMPT = "a person"  # the user part put into each preset's template for calibration/distillation
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(build|old)\.tmp$")
 
@@ -61,7 +62,7 @@ class EdgeBuildOptions:
     taesd: bool = True  # export the TAESD decoder (needs its weights)
     calib_prompts: int = 4  # preset prompts sampled to record calibration inputs
     calib_steps: int = 3  # sampling steps per calibration prompt (each records one U-Net input)
-    calib_size: int | None = None  # image side while recording (default: the family's default size)
+    calib_size: int | None = None  # image side while recording (default: half the family default: memory)
     overwrite: bool = False
 
     def check(self) -> None:
@@ -84,7 +85,7 @@ class EdgeBuildOptions:
     def unet_method(self) -> str | None:
         if self.quantize == "none":
             return None
-        return "static" if self.method == "auto" else self.method
+        return DEFAULT_UNET_METHOD if self.method == "auto" else self.method
 
 
 def default_name(entry: ModelEntry, options: EdgeBuildOptions) -> str:
@@ -292,7 +293,7 @@ def build_edge(pipe, entry: ModelEntry, folders: Folders, name: str, options: Ed
         calib = []
         if options.unet_method == "static":
             t0 = time.perf_counter()
-            size = int(options.calib_size or family_info(family).width)
+            size = int(options.calib_size or family_info(family).width // 2)
             with torch.no_grad():
                 calib = record_unet_inputs(pipe, family, preset_prompts(family, options.calib_prompts),
                                            steps=options.calib_steps, size=size)
@@ -354,7 +355,7 @@ def build_edge(pipe, entry: ModelEntry, folders: Folders, name: str, options: Ed
                       "distill": distill_report.to_dict() if distill_report else None},
             "quantization": {"mode": options.quantize, "unet_method": options.unet_method,
                              "calibration_samples": len(calib),
-                             "calibration_size": int(options.calib_size or family_info(family).width)
+                             "calibration_size": int(options.calib_size or family_info(family).width // 2)
                              if calib else None},
             "components": components,
             "latent_channels": channels,

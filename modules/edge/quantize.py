@@ -11,13 +11,11 @@ Two methods (see docs/edge.md for what they cost and gain on a 2-core AVX-512 CP
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-METHODS = ("dynamic", "static")
 DEFAULT_UNET_METHOD = "static"  # measured fastest at acceptable error: docs/edge.md
 LARGE = 1536 * 2**20  # graphs above this are written with external data
 
@@ -43,52 +41,81 @@ def quantize_dynamic_int8(src: Path, dst: Path, *, op_types: Sequence[str] = ("M
     return _files(dst)
 
 
-class _Reader:
-    """Feeds recorded inputs to the calibrator."""
-
-    def __init__(self, samples: Sequence[dict]):
-        self._samples = list(samples)
-        self._i = 0
-
-    def get_next(self):
-        if self._i >= len(self._samples):
-            return None
-        self._i += 1
-        return self._samples[self._i - 1]
-
-    def rewind(self):
-        self._i = 0
-
-    def __len__(self):
-        return len(self._samples)
-
-    def set_range(self, start_index: int, end_index: int):
-        self._samples = self._samples[start_index:end_index]
-        self._i = 0
-
-
 def calibrate(src: Path, samples: Sequence[dict], cache: Path, *,
               op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> Path:
-    """MinMax activation ranges of ``src`` over ``samples``, saved to ``cache`` (ORT's JSON format).
+    """MinMax ranges of the activations around ``op_types`` nodes of ``src`` over ``samples``, written to
+    ``cache`` in ORT's calibration-cache format (``quantize_static(calibration_cache_path=...)`` reads it).
 
-    Done on its own (not inside ``quantize_static``) so that the calibration session and its augmented
-    model are freed before the quantizer loads its own copy of the graph: peak memory is about half."""
-    import gc
-    import tempfile
-
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    ORT's own calibrator loads, shape-infers, augments and re-saves the whole graph with its weights:
+    more than 20 GB for the SD1.5 U-Net. Here only the graph structure is loaded; ReduceMin/ReduceMax
+    outputs are added and the augmented graph is saved beside ``src`` so it reads the same weight file.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
 
     if not samples:
         raise ValueError("static quantization needs calibration samples")
-    with tempfile.TemporaryDirectory(prefix=".calib-", dir=Path(cache).parent) as tmp:
-        calibrator = create_calibrator(Path(src), list(op_types),
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax, use_external_data_format=True,
-                                       providers=["CPUExecutionProvider"])
-        calibrator.collect_data(_Reader(samples))
-        ranges = calibrator.compute_data()
-        del calibrator
-        gc.collect()
+    src = Path(src)
+    model = onnx.load(str(src), load_external_data=False)
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    wanted: list[str] = []
+    seen: set[str] = set()
+    for node in graph.node:
+        if node.op_type in op_types:
+            for name in [*node.input, *node.output]:
+                if name and name not in constants and name not in seen:
+                    seen.add(name)
+                    wanted.append(name)
+    # each Reduce node goes right after the node producing its tensor: ORT runs nodes in list order where it
+    # can, and a reduction left at the end of the list would keep every calibrated activation alive
+    reduces: dict[str, list] = {}
+    outputs = []
+    for i, name in enumerate(wanted):
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"{name}__{op}"
+            reduces.setdefault(name, []).append(helper.make_node(op, [name], [out], keepdims=0, name=f"calib_{op}_{i}"))
+    nodes = [n for name in graph.input for n in reduces.pop(name.name, [])]
+    for node in graph.node:
+        nodes.append(node)
+        for out in node.output:
+            nodes.extend(reduces.pop(out, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # ORT orders execution by a depth-first walk from the graph outputs: listing the reductions first, in
+    # the order their tensors are produced, makes each one run (and free its tensor) right after its producer
+    original = list(graph.output)
+    del graph.output[:]
+    for node in nodes:
+        if node.name.startswith("calib_Reduce"):
+            outputs.append(node.output[0])
+            graph.output.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, []))
+    graph.output.extend(original)
+    wanted = [o.rsplit("__", 1)[0] for o in outputs[0::2]]
+    augmented = src.with_name(f".{src.stem}.calib.onnx")
+    onnx.save_model(model, str(augmented))  # weights stay in src's external data file
+    del model, graph
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(augmented), sess_options=opts, providers=["CPUExecutionProvider"])
+        lo = np.full(len(wanted), np.inf, dtype=np.float32)
+        hi = np.full(len(wanted), -np.inf, dtype=np.float32)
+        for feeds in samples:
+            values = session.run(outputs, feeds)
+            lo = np.minimum(lo, np.array(values[0::2], dtype=np.float32))
+            hi = np.maximum(hi, np.array(values[1::2], dtype=np.float32))
+        del session
+    finally:
+        augmented.unlink(missing_ok=True)
+    ranges = TensorsData(CalibrationMethod.MinMax,
+                         {name: (np.array([lo[i]], dtype=np.float32), np.array([hi[i]], dtype=np.float32))
+                          for i, name in enumerate(wanted) if np.isfinite(lo[i]) and np.isfinite(hi[i])})
     save_tensors_data(ranges, cache)
     return Path(cache)
 

@@ -42,7 +42,7 @@ def choose_providers(providers) -> list[str]:
 class OrtRunner:
     """One ONNX Runtime session; ``run(feeds)`` returns the first output as a numpy array."""
 
-    def __init__(self, path: Path, *, providers=None, threads: int = 0):
+    def __init__(self, path: Path, *, providers=None, threads: int = 0, arena: bool = False):
         import onnxruntime as ort
 
         try:
@@ -54,6 +54,7 @@ class OrtRunner:
         opts.intra_op_num_threads = max(0, int(threads))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = arena  # off: activations go back to the OS after each run (peak RSS)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=choose_providers(providers))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

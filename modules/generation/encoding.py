@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from modules.errors import InvalidRequest
 from modules.families import Family
 
 Embeds = dict[str, Any]  # tensors (SD, SDXL) or lists of tensors (Z-Image)
@@ -30,6 +31,10 @@ def encode_prompts(pipe, family: Family, prompt: str, negative: str, *, do_cfg: 
                                       negative_prompt=negative)
         return {"prompt_embeds": pos, "negative_prompt_embeds": neg if do_cfg else None}
     skip = diffusers_clip_skip(clip_skip)
+    layers = getattr(getattr(pipe.text_encoder, "config", None), "num_hidden_layers", None)
+    if skip is not None and isinstance(layers, int) and skip >= layers:
+        raise InvalidRequest("clip_skip", f"must be at most {layers} for this model (its text encoder has "
+                                          f"{layers} layers)")
     if family == Family.SDXL:
         pos, neg, pooled, neg_pooled = pipe.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
