@@ -173,6 +173,30 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _styles_parser(p):
+    p.add_argument("--styles-file", help="the styles.csv Visage uses (default ./styles.csv)")
+    p.add_argument("--import", dest="import_from", type=Path,
+                   help="add the styles of another A1111 styles.csv (same names are replaced)")
+    p.add_argument("--export", dest="export_to", type=Path, help="write the styles to an A1111 styles.csv")
+
+
+@command("styles", "list, import or export A1111 styles.csv styles", _styles_parser)
+def cmd_styles(args) -> int:
+    from modules.styles import load_styles, save_styles
+    path = _settings(args).styles_file
+    styles = load_styles(path)
+    if args.import_from:
+        styles = styles | load_styles(args.import_from)
+        save_styles(path, styles)
+        print(f"{len(styles)} styles in {path}")
+    if args.export_to:
+        print(save_styles(args.export_to, styles))
+    if not (args.import_from or args.export_to):
+        for style in styles.values():
+            print(f"{style.name}\t{style.prompt}\t{style.negative_prompt}")
+    return 0
+
+
 def _cache_stats_parser(p):
     p.add_argument("--cache-dir", help="cache folder (default ./cache)")
     p.add_argument("--json", action="store_true")

@@ -62,3 +62,17 @@ def test_presets_listing_and_generate_with_preset(tmp_path):
     assert params["Preset"] == "id_photo" and "a man" in prompt and prompt != "a man"
     stats = json.loads(cli("cache-stats", "--cache-dir", tmp_path / "cache", "--json").stdout)
     assert stats["disk_entries"] >= 1, "the generation's embeddings persist on disk"
+
+
+def test_styles_import_export_round_trip(tmp_path):
+    a1111 = tmp_path / "a1111.csv"
+    a1111.write_bytes("\ufeffname,prompt,negative_prompt\n胶片,\"{prompt}, film grain\",digital\n#skip,x,y\n"
+                      .encode("utf-8"))
+    ours = tmp_path / "styles.csv"
+    cli("styles", "--styles-file", ours, "--import", a1111)
+    listing = cli("styles", "--styles-file", ours).stdout
+    assert listing.strip() == "胶片\t{prompt}, film grain\tdigital"
+    out = tmp_path / "export.csv"
+    cli("styles", "--styles-file", ours, "--export", out)
+    from modules.styles import load_styles
+    assert load_styles(out) == load_styles(ours)
