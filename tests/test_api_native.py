@@ -249,11 +249,10 @@ def test_interrupt_stops_the_running_job_for_api_and_page(tiny_folders, tiny_mod
 
 
 def test_not_ready_answers_503_with_retry_after(tmp_path):
-    from api_fixtures import make_settings as settings_for
     from modules.paths import Folders
 
     folders = Folders(models=tmp_path / "models", outputs=tmp_path / "out", cache=tmp_path / "cache")
-    settings = settings_for(folders, model=None)
+    settings = make_settings(folders, model=None)
     engine = start_engine(settings)  # no models at all
     try:
         client = make_client(engine, settings)
