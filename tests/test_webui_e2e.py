@@ -5,30 +5,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from fixtures_models import tiny_folders, tiny_models  # noqa: F401 - pytest fixtures
+from api_fixtures import free_port, wait_until
 from conftest import REPO_ROOT
 from modules.outputs.infotext import parse_infotext
 from modules.outputs.saving import read_png_parameters
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
