@@ -96,9 +96,12 @@ class Engine:
         return self.switch_model(name)
 
     def close(self) -> None:
+        """Stop the worker and the warm-up and wait for both: a thread left inside a torch op at interpreter
+        exit aborts the process ("terminate called without an active exception")."""
         self._closing.set()
         self.queue.stop()
         self.downloads.stop()
+        self.wait_for_warming(timeout=60)
         self.manager.unload_all()
 
     # -- queries -----------------------------------------------------------------------------
