@@ -225,3 +225,53 @@ def test_broken_or_partial_package_gives_a_clear_error(env, fp32_package, tmp_pa
     (garbage / "unet.onnx").write_bytes(b"\0" * size)
     with pytest.raises(ModelLoadError, match="garbage/unet.onnx: onnxruntime cannot load it"):
         EdgePipeline(garbage)
+
+
+@pytest.mark.parametrize("attention", ["fused", "standard"])
+def test_unet_export_attention_kinds_match_torch(tmp_path, attention):
+    """Both exports of the U-Net give torch's result; "fused" really uses ORT's MultiHeadAttention."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from modules.edge.export import export_unet
+    from modules.tiny.components import tiny_pipeline
+
+    unet = tiny_pipeline(Family.SD15).unet.eval()
+    files = export_unet(unet, tmp_path / "unet.onnx", attention=attention)
+    ops = {n.op_type for n in onnx.load(str(files[0])).graph.node}
+    assert ("MultiHeadAttention" in ops) == (attention == "fused")
+    assert ("Softmax" in ops) == (attention == "standard")
+    x, t, e = torch.randn(2, 4, 16, 24), torch.tensor([500.0, 20.0]), torch.randn(2, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        ref = unet(x, t, e).sample.numpy()
+    session = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"sample": x.numpy(), "timestep": t.numpy(), "encoder_hidden_states": e.numpy()})[0]
+    assert np.abs(out - ref).max() < 1e-4
+
+
+def test_static_int8_leaves_activation_matmuls_alone():
+    """Only MatMuls with a constant weight are quantized; a MatMul of two activations (attention scores) is not."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modules.edge.quantize import weight_nodes
+
+    w = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["a"], name="proj"),
+         helper.make_node("MatMul", ["a", "x"], ["s"], name="scores"),
+         helper.make_node("Softmax", ["s"], ["y"], name="softmax"),
+         helper.make_node("Conv", ["img", "k"], ["c"], name="conv")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 8]),
+              helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])],
+        initializer=[w, numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "k")])
+    assert [n.name for n in weight_nodes(graph, ("Conv", "MatMul", "Gemm"))] == ["proj", "conv"]
+
+
+def test_openvino_refuses_a_fused_attention_package(fp32_package):
+    data = check_package(fp32_package)
+    assert data["components"]["unet"]["attention"] == "fused"
+    with pytest.raises(UnsupportedModel, match="--attention standard"):
+        EdgePipeline(fp32_package, engine="openvino")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from modules import __version__
 from modules.edge import manifest as mf
+from modules.edge.export import ATTENTION_KINDS
 from modules.edge.quantize import DEFAULT_UNET_METHOD
 from modules.errors import Interrupted, InvalidRequest, UnsupportedModel, VisageError
 from modules.families import Family, family_info
@@ -59,6 +60,7 @@ class EdgeBuildOptions:
     quantize: str = "int8"  # none | int8
     method: str = "auto"  # U-Net INT8 method: auto (= static) | static | dynamic
     full_vae: bool = False  # also export the full VAE decoder
+    attention: str = "fused"  # fused: ONNX Runtime's MultiHeadAttention; standard: plain ONNX ops (OpenVINO)
     taesd: bool = True  # export the TAESD decoder (needs its weights)
     calib_prompts: int = 4  # preset prompts sampled to record calibration inputs
     calib_steps: int = 3  # sampling steps per calibration prompt (each records one U-Net input)
@@ -76,6 +78,8 @@ class EdgeBuildOptions:
             raise InvalidRequest("distill_steps", "must be between 0 and 100000")
         if self.distill_steps and not self.prune:
             raise InvalidRequest("distill_steps", "distillation recovers a pruned U-Net: give --prune too")
+        if self.attention not in ATTENTION_KINDS:
+            raise InvalidRequest("attention", f"must be one of {', '.join(ATTENTION_KINDS)}")
         if not (self.taesd or self.full_vae):
             raise InvalidRequest("decoder", "a package needs a decoder: TAESD, the full VAE, or both")
         if self.calib_prompts < 1 or self.calib_steps < 1:
@@ -96,6 +100,8 @@ def default_name(entry: ModelEntry, options: EdgeBuildOptions) -> str:
     if options.prune:
         parts.append(f"p{int(round(options.prune * 100))}")
     parts.append(options.quantize if options.quantize != "none" else "fp32")
+    if options.attention != "fused":
+        parts.append(options.attention)
     return "-".join(parts)
 
 
@@ -310,7 +316,8 @@ def build_edge(pipe, entry: ModelEntry, folders: Folders, name: str, options: Ed
         stage(stages[5])
         t0 = time.perf_counter()
         unet_name = "unet.fp32.onnx" if quant else "unet.onnx"
-        ex.export_unet(pipe.unet, temp / unet_name, seq_len=pipe.tokenizer.model_max_length)
+        ex.export_unet(pipe.unet, temp / unet_name, seq_len=pipe.tokenizer.model_max_length,
+                       attention=options.attention)
         timed("export_unet", t0)
         stage(stages[6])
         t0 = time.perf_counter()
@@ -336,7 +343,7 @@ def build_edge(pipe, entry: ModelEntry, folders: Folders, name: str, options: Ed
             _remove_graph(temp / unet_name)
             timed("quantize", t0)
         components["text_encoder"] = {"file": "text_encoder.onnx", "precision": "int8-dynamic" if quant else "fp32"}
-        components["unet"] = {"file": "unet.onnx",
+        components["unet"] = {"file": "unet.onnx", "attention": options.attention,
                               "precision": f"int8-{options.unet_method}" if quant else "fp32"}
 
         # 5. package
@@ -480,6 +487,9 @@ def configure_parser(p) -> None:
     p.add_argument("--method", choices=list(METHODS), default="auto",
                    help="U-Net INT8 method (auto = static QDQ, the fastest measured)")
     p.add_argument("--full-vae", action="store_true", help="also export the full VAE decoder")
+    p.add_argument("--attention", choices=list(ATTENTION_KINDS), default="fused",
+                   help="fused: ONNX Runtime's MultiHeadAttention (fastest, least memory); "
+                        "standard: plain ONNX ops any runtime reads (e.g. OpenVINO)")
     p.add_argument("--no-taesd", action="store_true", help="no TAESD decoder (needs --full-vae)")
     p.add_argument("--calib-prompts", type=int, default=4)
     p.add_argument("--calib-steps", type=int, default=3)
@@ -494,7 +504,7 @@ def configure_parser(p) -> None:
 def options_from_args(args) -> EdgeBuildOptions:
     return EdgeBuildOptions(loras=list(args.loras), prune=args.prune, distill_steps=args.distill_steps,
                             distill_lr=args.distill_lr, quantize=args.quantize, method=args.method,
-                            full_vae=args.full_vae, taesd=not args.no_taesd, calib_prompts=args.calib_prompts,
+                            full_vae=args.full_vae, attention=args.attention, taesd=not args.no_taesd, calib_prompts=args.calib_prompts,
                             calib_steps=args.calib_steps, calib_size=args.calib_size, overwrite=args.overwrite)
 
 

@@ -41,6 +41,16 @@ def quantize_dynamic_int8(src: Path, dst: Path, *, op_types: Sequence[str] = ("M
     return _files(dst)
 
 
+def weight_nodes(graph, op_types: Sequence[str]) -> list:
+    """Nodes of ``op_types`` worth quantizing: MatMuls only when their second input is a weight (a constant).
+    A MatMul of two activations (attention scores in a graph without fused attention) gains nothing from
+    INT8 and drags the Softmax between them into a slow QLinearSoftmax."""
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n for n in graph.node if n.op_type in op_types
+            and (n.op_type != "MatMul" or (len(n.input) > 1 and n.input[1] in constants))]
+
+
 def calibrate(src: Path, samples: Sequence[dict], cache: Path, *,
               op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> Path:
     """MinMax ranges of the activations around ``op_types`` nodes of ``src`` over ``samples``, written to
@@ -65,12 +75,11 @@ def calibrate(src: Path, samples: Sequence[dict], cache: Path, *,
     constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     wanted: list[str] = []
     seen: set[str] = set()
-    for node in graph.node:
-        if node.op_type in op_types:
-            for name in [*node.input, *node.output]:
-                if name and name not in constants and name not in seen:
-                    seen.add(name)
-                    wanted.append(name)
+    for node in weight_nodes(graph, op_types):
+        for name in [*node.input, *node.output]:
+            if name and name not in constants and name not in seen:
+                seen.add(name)
+                wanted.append(name)
     # each Reduce node goes right after the node producing its tensor: ORT runs nodes in list order where it
     # can, and a reduction left at the end of the list would keep every calibrated activation alive
     reduces: dict[str, list] = {}
@@ -125,10 +134,15 @@ def quantize_static_int8(src: Path, dst: Path, samples: Sequence[dict], *,
     """Static QDQ INT8 calibrated on ``samples`` (dicts of graph input name -> numpy array)."""
     import gc
 
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     src, dst = Path(src), Path(dst)
     cache = dst.with_name(dst.stem + ".calibration.json")
+    graph = onnx.load(str(src), load_external_data=False).graph
+    keep = {n.name for n in weight_nodes(graph, op_types)}
+    exclude = [n.name for n in graph.node if n.op_type in op_types and n.name not in keep]
+    del graph
     try:
         calibrate(src, samples, cache, op_types=op_types)
         gc.collect()
@@ -137,7 +151,7 @@ def quantize_static_int8(src: Path, dst: Path, samples: Sequence[dict], *,
             op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             use_external_data_format=_is_large(src), calibrate_method=CalibrationMethod.MinMax,
-            calibration_cache_path=str(cache),
+            calibration_cache_path=str(cache), nodes_to_exclude=exclude,
             extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False})
     finally:
         cache.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.edge.manifest import DECODERS, SCHEDULER_DIR, TOKENIZER_DIR, check_package
-from modules.errors import InvalidRequest, ModelLoadError
+from modules.errors import InvalidRequest, ModelLoadError, UnsupportedModel
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,9 @@ class EdgePipeline:
         self.package = Path(package)
         self.manifest = check_package(self.package)
         comps = self.manifest["components"]
+        if engine == "openvino" and comps["unet"].get("attention", "standard") == "fused":
+            raise UnsupportedModel(f"{self.package.name}: its U-Net uses ONNX Runtime's fused attention; "
+                                   "rebuild with --attention standard to run it in OpenVINO")
         start = time.perf_counter()
 
         def runner(name: str):
