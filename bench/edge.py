@@ -4,18 +4,19 @@ Full-size SD1.5-architecture random weights (one fp16 single-file checkpoint, as
 are), 512x512, 4 Euler steps, no CFG (few-step LCM/Turbo-style use), batch 1. Variants:
 
   a      diffusers, torch fp32, full VAE decode (what a CPU user gets by default)
-  b      edge package, ONNX Runtime fp32, TAESD
+  b      edge package, ONNX Runtime fp32, TAESD (U-Net attention fused into ORT's MultiHeadAttention)
+  b-std  the same with the U-Net exported in standard ONNX ops only (the graph variant (e) runs)
   c      edge package, ONNX Runtime INT8 (U-Net static QDQ), TAESD
   c-dyn  the same with the U-Net dynamic INT8 (MatMul only): the quantization-method comparison
   d30    U-Net pruned 0.3 + INT8 (static) + TAESD
   d50    U-Net pruned 0.5 + INT8 (static) + TAESD
-  e      OpenVINO fp32 on package b's ONNX graphs (static shapes, INFERENCE_PRECISION_HINT f32)
+  e      OpenVINO fp32 on package b-std's ONNX graphs (static shapes, INFERENCE_PRECISION_HINT f32)
 
 Packages are built with the real ``build_edge`` code. Every variant is measured in its own process
 (honest peak RSS): one warm-up image, then ``--runs`` timed images. PSNR is against (a)'s image;
 with random weights it is only a bug detector (an identical pipeline gives > 40 dB, a broken one < 10 dB).
 
-    python -m bench.edge [--workdir DIR] [--runs 3] [--variants a,b,c,...] [--no-wait]
+    python -m bench.edge [--workdir DIR] [--runs 3] [--variants a,b,c,...] [--no-wait] [--build-only]
     python -m modules.cli bench edge [same flags]
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ VARIANTS = {
     "a": {"label": "(a) diffusers torch fp32 + full VAE", "kind": "torch"},
     "b": {"label": "(b) ORT fp32 + TAESD", "kind": "ort", "package": "bench-fp32",
           "build": {"quantize": "none"}},
+    "b-std": {"label": "(b') ORT fp32, standard-op attention + TAESD", "kind": "ort", "package": "bench-fp32-std",
+              "build": {"quantize": "none", "attention": "standard"}},
     "c": {"label": "(c) ORT INT8 (static QDQ) + TAESD", "kind": "ort", "package": "bench-int8",
           "build": {"quantize": "int8", "method": "static"}},
     "c-dyn": {"label": "(c') ORT INT8 (dynamic, MatMul only) + TAESD", "kind": "ort", "package": "bench-int8-dyn",
@@ -49,9 +52,22 @@ VARIANTS = {
             "build": {"quantize": "int8", "method": "static", "prune": 0.3}},
     "d50": {"label": "(d) pruned 0.5 + ORT INT8 + TAESD", "kind": "ort", "package": "bench-p50-int8",
             "build": {"quantize": "int8", "method": "static", "prune": 0.5}},
-    "e": {"label": "(e) OpenVINO fp32 (graphs of b) + TAESD", "kind": "openvino", "package": "bench-fp32"},
+    "e": {"label": "(e) OpenVINO fp32 (graphs of b') + TAESD", "kind": "openvino", "package": "bench-fp32-std"},
 }
-DEFAULT_VARIANTS = "a,b,c,c-dyn,d30,d50,e"
+DEFAULT_VARIANTS = "a,b,b-std,c,c-dyn,d30,d50,e"
+
+
+def package_matches(package: Path, build: dict) -> bool:
+    """Whether an existing package was built with ``build``'s options (else the benchmark rebuilds it)."""
+    try:
+        data = json.loads((package / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    quant = data.get("quantization", {})
+    return (quant.get("mode") == build.get("quantize", "int8")
+            and (quant.get("unet_method") or None) == (build.get("method", "static") if build.get("quantize") != "none" else None)
+            and float(data.get("prune", {}).get("ratio", 0)) == float(build.get("prune", 0.0))
+            and data["components"]["unet"].get("attention") == build.get("attention", "fused"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +417,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait", type=float, default=1200, help="seconds to wait for a quiet machine")
     p.add_argument("--profile", default="c", help="variant whose U-Net step is profiled ('' = none)")
     p.add_argument("--distill-steps", type=int, default=0, help="also measure N full-size distillation steps")
+    p.add_argument("--build-only", action="store_true", help="build the packages, measure nothing")
+    p.add_argument("--rebuild", action="store_true", help="rebuild packages even when they exist")
     p.add_argument("--keep", action="store_true", help="keep the work folder (default when --workdir is given)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -423,12 +441,14 @@ def run_from_args(args) -> int:
             pkg = VARIANTS[v].get("package")
             spec_v = next((k for k, s in VARIANTS.items() if s.get("package") == pkg and "build" in s), None)
             if pkg and spec_v and spec_v not in builds:
-                if not (folders_for(work).edge / pkg / "manifest.json").is_file():
+                if args.rebuild or not package_matches(folders_for(work).edge / pkg, VARIANTS[spec_v]["build"]):
                     print(f"building {pkg} ...", file=sys.stderr)
                     builds[spec_v] = _child(["--worker", "build", "--variant", spec_v, "--workdir", str(work)], 3600)
                     print(f"  {builds[spec_v]['seconds']:.0f} s", file=sys.stderr)
                 else:
                     builds[spec_v] = {"variant": spec_v, "reused": True}
+        if args.build_only:
+            return 0
         conditions = {"before": wait_quiet(0 if args.no_wait else args.max_wait)}
         results = []
         for i, v in enumerate(variants):
