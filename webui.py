@@ -48,12 +48,83 @@ def api_settings(settings: Settings) -> Settings:
     return settings
 
 
-def create_app(engine, settings: Settings, lang: str):
-    """The FastAPI app to serve: the API (with --api / --nowebui) and the page (unless --nowebui)."""
+#: cookie the language switch leaves (an explicit choice, remembered for a year)
+LANG_COOKIE = "visage_lang"
+
+
+def page_mounts(root_lang: str) -> dict[str, str]:
+    """Where each language's page is served: ``root_lang`` at ``/``, the other at ``/<lang>``."""
+    from modules.ui.i18n import LANGUAGES
+
+    return {code: ("/" if code == root_lang else f"/{code}") for code in LANGUAGES}
+
+
+def language_redirect(path: str, query: dict[str, str], cookie: str | None, accept_language: str | None,
+                      mounts: dict[str, str], follow_browser: bool) -> str | None:
+    """The mount to send a page request to, or None to serve it where it is.
+
+    Only page roots are concerned (``/`` and ``/zh``/``/zh/``): ``?lang=`` moves to that language's page; at
+    ``/``, the cookie and (``--lang auto``) the browser's Accept-Language choose (see
+    :func:`modules.ui.i18n.preferred_lang`); an explicit ``/zh/`` is served as asked.
+    """
+    from modules.ui.i18n import LANGUAGES, preferred_lang
+
+    here = next((code for code, mount in mounts.items() if path in (mount, mount.rstrip("/") + "/")), None)
+    if here is None:
+        return None
+    asked = query.get("lang")
+    if asked in LANGUAGES:
+        wanted = asked
+    elif mounts[here] == "/":
+        wanted = preferred_lang(query=None, cookie=cookie, accept_language=accept_language, default=here,
+                                follow_browser=follow_browser)
+    else:
+        wanted = here
+    return None if wanted == here else mounts[wanted]
+
+
+def add_language_routing(app, mounts: dict[str, str], follow_browser: bool) -> None:
+    """Redirect page requests to the page in the wanted language; remember ``?lang=`` in a cookie."""
+    from urllib.parse import urlencode
+
+    from starlette.responses import RedirectResponse
+
+    bare_mounts = {mount.rstrip("/") for mount in mounts.values() if mount != "/"}
+
+    @app.middleware("http")
+    async def route_language(request, call_next):
+        if request.method not in ("GET", "HEAD"):
+            return await call_next(request)
+        query = dict(request.query_params)
+        target = language_redirect(request.url.path, query, request.cookies.get(LANG_COOKIE),
+                                   request.headers.get("accept-language"), mounts, follow_browser)
+        asked = query.pop("lang", None)
+        if target is None and request.url.path in bare_mounts:  # "/zh" -> "/zh/" (the page's own URLs are relative)
+            target = request.url.path
+        if target is not None:
+            location = request.scope.get("root_path", "").rstrip("/") + target.rstrip("/") + "/"
+            if query:
+                location += "?" + urlencode(query)
+            response = RedirectResponse(location, status_code=307)
+        else:
+            response = await call_next(request)
+        if asked in mounts:
+            response.set_cookie(LANG_COOKIE, asked, max_age=365 * 24 * 3600, samesite="lax")
+        return response
+
+
+def create_app(engine, settings: Settings, lang: str, extensions=None):
+    """The FastAPI app to serve: the API (with --api / --nowebui) and the page (unless --nowebui).
+
+    The page is built once per language: ``lang`` at ``/`` and the other at ``/<code>/``
+    (:func:`page_mounts`); the in-page switch and ``/?lang=zh`` move between them.
+    ``extensions``: the ExtensionSet loaded at start (default: the engine's)."""
+    if extensions is None:
+        extensions = getattr(engine, "extensions", None)
     if settings.api:
         from modules.api import build_api
 
-        app = build_api(engine, api_settings(settings))
+        app = build_api(engine, api_settings(settings), extensions=extensions)
     else:
         from fastapi import FastAPI
 
@@ -61,12 +132,18 @@ def create_app(engine, settings: Settings, lang: str):
     if not settings.nowebui:
         import gradio as gr
 
-        from modules.ui import build_page
+        from modules.ui import PAGE_CSS, build_page
 
-        page = build_page(engine, settings, lang=lang)
-        page.queue(default_concurrency_limit=4)
-        app = gr.mount_gradio_app(app, page, path="/", auth=list(settings.auth) or None, show_error=True,
-                                  ssr_mode=False, server_name=settings.host, server_port=settings.port)
+        mounts = page_mounts(lang)
+        # sub-paths first: the mount at "/" takes every path not matched before it
+        for code in sorted(mounts, key=lambda c: mounts[c] == "/"):
+            page = build_page(engine, settings, lang=code, extensions=extensions)
+            page.queue(default_concurrency_limit=4)
+            app = gr.mount_gradio_app(app, page, path=mounts[code], auth=list(settings.auth) or None,
+                                      show_error=True, ssr_mode=False, server_name=settings.host,
+                                      server_port=settings.port, allowed_paths=[str(settings.outputs_dir)],
+                                      css=PAGE_CSS)
+        add_language_routing(app, mounts, follow_browser=settings.lang == "auto")
     return app
 
 
@@ -121,12 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                     settings.host)
     lang = system_lang() if settings.lang == "auto" else settings.lang
 
+    from modules.extensions import load_from_settings
+
+    extensions = load_from_settings(settings, lang=lang)  # before torch: a broken extension is listed, never fatal
+
     from modules.engine import Engine
 
-    engine = Engine(settings)
+    engine = Engine(settings, extensions)
     engine.start()  # the first model loads in the background; the page and /healthz show loading/ready/error
     try:
-        serve(create_app(engine, settings, lang), settings)
+        serve(create_app(engine, settings, lang, extensions), settings)
     finally:
         engine.close()
     return 0

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from modules.errors import VisageError
-from modules.settings import REPO_ROOT, Settings
+from modules.settings import REPO_ROOT, Settings, add_extension_flags
 
 COMMANDS = {}
 
@@ -122,6 +122,8 @@ def _generate_parser(p):
                    help="auto: edge packages (models/edge) in ONNX Runtime, other models in diffusers")
     p.add_argument("--onnx-threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     p.add_argument("--decoder", default="vae", choices=["vae", "taesd"], help="final decode: full VAE or TAESD")
+    p.add_argument("--postprocess", action="append", default=[], metavar="ID",
+                   help="run an extension post-processor on each image (repeatable; `extensions` lists them)")
 
 
 @command("generate", "txt2img from the command line; prints the paths of the PNGs written", _generate_parser)
@@ -129,7 +131,8 @@ def cmd_generate(args) -> int:
     from modules.engine import Engine
     from modules.generation.params import GenerationRequest
     args.outputs_dir = args.out
-    engine = Engine(dataclasses.replace(_settings(args), onnx_threads=max(0, args.onnx_threads)))
+    engine = Engine(dataclasses.replace(_settings(args), onnx_threads=max(0, args.onnx_threads)),
+                    getattr(args, "extensions", None))
     engine.start(load_initial=False)
     try:
         engine.switch_model(args.model)
@@ -140,7 +143,8 @@ def cmd_generate(args) -> int:
             prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
             seed=seed, width=args.width, height=args.height, sampler=args.sampler,
             batch_size=args.batch_size, batch_count=args.batch_count, clip_skip=args.clip_skip,
-            preset=args.preset, styles=args.styles, backend=args.backend, decoder=args.decoder)
+            preset=args.preset, styles=args.styles, backend=args.backend, decoder=args.decoder,
+            postprocess=list(args.postprocess))
         result = _wait_with_progress(engine.generate(request), "generate")
     finally:
         engine.close()
@@ -313,21 +317,87 @@ def cmd_bench(args) -> int:
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _extensions_parser(p):
+    p.add_argument("--json", action="store_true")
+
+
+@command("extensions", "list the extensions: loaded, failed (with the error) or disabled, and what they provide",
+         _extensions_parser)
+def cmd_extensions(args) -> int:
+    items = args.extensions.summary() if getattr(args, "extensions", None) is not None else []
+    if args.json:
+        print(json.dumps(items, ensure_ascii=False, indent=2))
+        return 0
+    for item in items:
+        state = {"failed": f"failed: {item['error']}",
+                 "disabled": f"disabled ({item['disabled_by']})"}.get(item["state"], item["state"])
+        print(f"{item['name']}\t{item['version'] or '-'}\t{','.join(item['provides']) or '-'}\t{state}")
+    return 0
+
+
+def load_cli_extensions(argv: list[str] | None):
+    """The extensions for this command line (its --extensions-dir / --disable-extension flags, given before
+    the command). Cheap and torch-free: extensions do no heavy work when they register."""
+    from modules.extensions import load_from_settings
+
+    pre = argparse.ArgumentParser(add_help=False)
+    add_extension_flags(pre)
+    known, _rest = pre.parse_known_args(argv)
+    settings = Settings(extensions_dir=known.extensions_dir.expanduser().resolve(),
+                        disabled_extensions=tuple(known.disabled_extensions),
+                        disable_all_extensions=known.disable_all_extensions,
+                        extensions_config=known.extensions_config.expanduser().resolve())
+    return load_from_settings(settings)
+
+
+def _run_extension_command(cmd, args) -> int:
+    try:
+        code = cmd.run(args)
+    except VisageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an extension's failure is one line, not a traceback
+        logging.getLogger(__name__).debug("extension command failed", exc_info=True)
+        print(f"error: {cmd.name} (extension {cmd.extension}) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return int(code or 0)
+
+
+def build_parser(extensions=None) -> argparse.ArgumentParser:
+    """Visage's commands, then the extensions' (``extensions``: an ExtensionSet; a name Visage uses is skipped)."""
     parser = argparse.ArgumentParser(prog="python -m modules.cli", description="Visage command line")
+    add_extension_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_fn, help_text, configure) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if configure:
             configure(p)
+    for cmd in (extensions.cli_commands if extensions is not None else ()):
+        if cmd.name in COMMANDS:
+            print(f"warning: extension {cmd.extension}: command {cmd.name!r} is Visage's own; skipped", file=sys.stderr)
+            continue
+        try:
+            cmd.configure(argparse.ArgumentParser(prog=cmd.name))  # a dry run: a broken one is skipped
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: extension {cmd.extension}: command {cmd.name!r} skipped: configure raised "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        help_text = f"{cmd.help} [extension {cmd.extension}]"
+        p = sub.add_parser(cmd.name, help=help_text, description=help_text)
+        cmd.configure(p)
+        p.set_defaults(extension_command=cmd)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    fn, _help, _configure = COMMANDS[args.command]
+    extensions = load_cli_extensions(argv)
+    args = build_parser(extensions).parse_args(argv)
+    args.extensions = extensions
     try:
+        ext_cmd = getattr(args, "extension_command", None)
+        if ext_cmd is not None:
+            return _run_extension_command(ext_cmd, args)
+        fn, _help, _configure = COMMANDS[args.command]
         return fn(args)
     except VisageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -32,3 +32,18 @@ def dtype_name(dtype: torch.dtype) -> str:
 def empty_device_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def vram_info(device: torch.device) -> dict | None:
+    """GPU memory of ``device`` in bytes, or None when it is not a CUDA device.
+
+    ``allocated``/``reserved``/``peak``: what torch holds in this process; ``free``/``total``: the card as the
+    driver reports it (other processes included).
+    """
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    free, total = torch.cuda.mem_get_info(index)
+    return {"name": torch.cuda.get_device_name(index), "allocated": int(torch.cuda.memory_allocated(index)),
+            "reserved": int(torch.cuda.memory_reserved(index)),
+            "peak": int(torch.cuda.max_memory_allocated(index)), "free": int(free), "total": int(total)}

@@ -11,13 +11,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 
 from modules import __version__
-from modules.devices import dtype_name, resolve_device
+from modules.devices import dtype_name, resolve_device, vram_info
 from modules.embedding_cache import CacheKey, CacheStats, EmbeddingCache, SkipWarm, text_encoder_state
 from modules.downloads import SUGGESTED, download_repo
+from modules.extensions import ExtensionSet
+from modules.extensions.postprocess import run_postprocessors
 from modules.errors import InvalidRequest, MissingComponent, NotReady, OutOfMemory, UnsupportedModel
 from modules.families import Family
 from modules.generation.encoding import encode_prompts, uses_cfg
@@ -56,7 +59,7 @@ class EngineStatus:
 
 
 class Engine:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, extensions: ExtensionSet | None = None):
         self.settings = settings
         self.folders = settings.folders
         self.registry = ModelRegistry(self.folders, HashCache(self.folders.cache / "hashes.json"),
@@ -78,6 +81,8 @@ class Engine:
         self._warm_thread: threading.Thread | None = None
         self._taes: dict = {}  # family -> TaeDecoder (live previews), loaded on first use
         self._warm_generation = 0  # bumped at each load: an older warm-up stops
+        self.extensions = extensions or ExtensionSet.empty()  # loaded once by webui.py / the CLI
+        self.extensions.bind(self)
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self, *, load_initial: bool = True) -> Job | None:
@@ -134,6 +139,10 @@ class Engine:
     def queue_position(self, job: Job) -> int:
         return self.queue.position(job)
 
+    def vram(self) -> dict | None:
+        """GPU memory in bytes (see :func:`modules.devices.vram_info`); None on CPU."""
+        return vram_info(self.device)
+
     def loras(self, refresh: bool = False) -> list[LoraInfo]:
         """LoRA files in models/Lora and --lora-dir folders (headers only; hashes on use)."""
         if refresh or self._loras is None:
@@ -172,6 +181,7 @@ class Engine:
         req = req.with_defaults(entry.family)
         req.check_inputs(entry.family)
         self._check_backend(req, entry)
+        self.extensions.resolve_postprocess(req.postprocess)  # InvalidRequest for an unknown id
         loras = self._wanted_loras(req, entry)
         job = self.queue.submit("generate", partial(self._generate_job, entry, req, loras))
         if (request.prompt, request.negative_prompt) not in self._recent_prompts:
@@ -236,13 +246,17 @@ class Engine:
                 out = txt2img(loaded.pipe, loaded.family, replace(req, prompt=clean_prompt), ctx,
                               device=self.device, encode=partial(self._encode_cached, loaded, te_state),
                               tae=self._tae_for(loaded, req))
+                post = run_postprocessors(  # extensions' post-processors, still on the device lock
+                    out.images, out.seeds, req, self.extensions.resolve_postprocess(req.postprocess),
+                    report=ctx.report, check_cancelled=ctx.check_cancelled, options_for=self.extensions.options,
+                    device=str(self.device))
             except (MemoryError, torch.OutOfMemoryError) as exc:
                 oom = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
             if oom is not None:  # out of the except block: the failed call's tensors are unreferenced now
                 release_memory(self.device)
                 raise OutOfMemory(f"out of memory while generating ({oom}); the memory was released, "
                                   "try a smaller size or batch")
-        notes = list(report.notes)
+        notes = list(report.notes) + post.notes
         if report.unmatched_count:
             notes.append(f"{report.unmatched_count} LoRA layer(s) matched no module, e.g. "
                          + ", ".join(report.unmatched_examples))
@@ -250,14 +264,15 @@ class Engine:
         extra = {"Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in report.active)} if report.active else {}
         ctx.report("saving", ctx.progress.total, ctx.progress.total)
         infotexts, paths = [], []
-        for image, seed in zip(out.images, out.seeds):
+        for image, seed, post_params in zip(post.images, out.seeds, post.infotexts):
             params = self._infotext_params(req, loaded.entry, seed) | extra
+            params |= {k: v for k, v in post_params.items() if k not in params}
             params["Version"] = params.pop("Version")
             text = build_infotext(req.prompt, req.negative_prompt, params)
             infotexts.append(text)
             if req.save:
                 paths.append(str(save_png(image, text, self.folders.txt2img_outputs(), seed)))
-        return GenerationResult(images=out.images, seeds=out.seeds, infotexts=infotexts, paths=paths,
+        return GenerationResult(images=post.images, seeds=out.seeds, infotexts=infotexts, paths=paths,
                                 model=loaded.entry.title, elapsed_s=time.perf_counter() - start, notes=notes)
 
     def _wanted_loras(self, req: GenerationRequest, entry: ModelEntry) -> list[tuple[LoraInfo, float, float]]:
@@ -357,9 +372,11 @@ class Engine:
     def build_edge(self, model: str, options, name: str | None = None) -> Job:
         """Queue ``build-edge`` for ``model`` (``options``: :class:`modules.edge.build.EdgeBuildOptions`).
         Progress phases are the build steps; the job returns the package folder."""
-        from modules.edge.build import build_edge_for
+        from modules.edge.build import EdgeBuildOptions, build_edge_for
 
         entry = self._resolve(model)
+        if isinstance(options, dict):  # from the page or the API: plain data
+            options = EdgeBuildOptions(**options)
         options.check()
 
         def run(ctx: JobContext):
@@ -370,6 +387,12 @@ class Engine:
             self.registry.refresh()
             return path
         return self.queue.submit("build-edge", run)
+
+    def edge_manifest(self, package) -> dict:
+        """The manifest of an edge package folder (checked: MissingComponent / ModelLoadError when broken)."""
+        from modules.edge.manifest import check_package
+
+        return check_package(Path(package))
 
     def _check_backend(self, req: GenerationRequest, entry: ModelEntry) -> None:
         """Edge packages run on the onnx backend, everything else on diffusers; say so at submit."""
@@ -437,6 +460,8 @@ class Engine:
             params["Preset"] = req.preset
         if req.styles:
             params["Styles"] = ", ".join(req.styles)
+        if req.decoder == "taesd":
+            params["Decoder"] = "TAESD"
         params.update(req.extra_infotext)
         params["Version"] = f"Visage {__version__}"
         return {k: v for k, v in params.items() if v is not None and v != ""}

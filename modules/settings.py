@@ -36,12 +36,17 @@ class Settings:
     backend: str = "auto"  # auto (edge packages -> onnx, others -> diffusers) | diffusers | onnx
     onnx_threads: int = 0  # ONNX Runtime intra-op threads for edge packages (0 = one per core)
     onnx_providers: str = "cpu"  # cpu | auto (TensorRT / CUDA execution providers when installed)
+    preview_every: int = 2  # the page's default: a live TAESD preview every N denoising steps (0 = off)
     warm_presets: bool = True  # pre-compute preset embeddings in the background after each load
     api: bool = False  # serve the HTTP API (native + A1111-compatible) next to the page
     nowebui: bool = False  # serve the API alone (implies api)
     api_auth: tuple[tuple[str, str], ...] = ()  # HTTP Basic credentials for the API
     allow_pickle: bool = False  # load .ckpt/.pt/.pth checkpoints (only with torch.load(weights_only=True))
     config_file: Path = REPO_ROOT / "config.json"  # options set through the API (A1111's config.json keys)
+    extensions_dir: Path = REPO_ROOT / "extensions"  # one folder per extension (extensions/README.md)
+    disabled_extensions: tuple[str, ...] = ()  # --disable-extension NAME (besides the settings file's list)
+    disable_all_extensions: bool = False
+    extensions_config: Path = REPO_ROOT / "extensions.json"  # {"disabled": [...], "options": {name: {...}}}
 
     @property
     def folders(self) -> Folders:
@@ -99,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "diffusers", "onnx"], default="auto",
                    help="auto: edge packages (models/edge) run in ONNX Runtime, other models in diffusers")
     p.add_argument("--onnx-threads", type=int, default=0, help="ONNX Runtime threads for edge packages (0 = default)")
+    p.add_argument("--preview-every", type=int, default=2,
+                   help="page default: live TAESD preview every N steps (0 = off; needs TAESD weights)")
     p.add_argument("--onnx-providers", choices=["cpu", "auto"], default="cpu",
                    help="ONNX Runtime execution providers: cpu, or auto (TensorRT/CUDA when installed)")
     p.add_argument("--api", action="store_true",
@@ -110,7 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also load .ckpt/.pt/.pth checkpoints (tensors only: torch.load(weights_only=True))")
     p.add_argument("--config-file", type=Path, default=REPO_ROOT / "config.json",
                    help="where options set through the API are kept (A1111 config.json keys)")
+    add_extension_flags(p)
     return p
+
+
+def add_extension_flags(p: argparse.ArgumentParser) -> None:
+    """The extension flags (webui.py and ``python -m modules.cli`` share them)."""
+    p.add_argument("--extensions-dir", type=Path, default=REPO_ROOT / "extensions",
+                   help="folder of extensions, one sub-folder each (default ./extensions)")
+    p.add_argument("--disable-extension", dest="disabled_extensions", action="append", default=[], metavar="NAME",
+                   help="do not load this extension (repeatable)")
+    p.add_argument("--disable-all-extensions", action="store_true", help="load no extensions")
+    p.add_argument("--extensions-config", type=Path, default=REPO_ROOT / "extensions.json",
+                   help="extensions settings file: which are disabled, and their options (default ./extensions.json)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -129,7 +148,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_queue=max(1, args.max_queue),
         lora_dirs=tuple(p.expanduser().resolve() for p in args.lora_dirs),
         backend=args.backend, onnx_threads=max(0, args.onnx_threads), onnx_providers=args.onnx_providers,
+        preview_every=max(0, args.preview_every),
         warm_presets=args.warm_presets,
         api=args.api or args.nowebui, nowebui=args.nowebui, api_auth=parse_auth(args.api_auth),
         allow_pickle=args.allow_pickle, config_file=args.config_file.expanduser().resolve(),
+        extensions_dir=args.extensions_dir.expanduser().resolve(),
+        disabled_extensions=tuple(args.disabled_extensions), disable_all_extensions=args.disable_all_extensions,
+        extensions_config=args.extensions_config.expanduser().resolve(),
     )

@@ -109,6 +109,25 @@ def decode_latents(tae, latents):
         return tae_output(tae.decode(x, return_dict=False)[0]).float()
 
 
+#: previews on a CPU are decoded at most this many pixels on a side (a full-size TAESD decode of a 512x512
+#: image costs about a fifth of an SD1.5 step there; a 256x256 one a quarter of that: docs/edge.md)
+CPU_PREVIEW_MAX_SIDE = 256
+
+
+def preview_latents(latents, max_side: int | None, scale_factor: int = 8):
+    """``latents`` average-pooled by the smallest whole factor that makes the decoded image at most
+    ``max_side`` pixels on a side (unchanged when ``max_side`` is None or already small enough)."""
+    import math
+
+    import torch.nn.functional as F
+
+    side = max(latents.shape[-2:]) * scale_factor
+    if not max_side or side <= max_side:
+        return latents
+    factor = math.ceil(side / max_side)
+    return F.avg_pool2d(latents.float(), factor, ceil_mode=True).to(latents.dtype)
+
+
 def tae_decoder_module(tae):
     """``tae``'s decoder as a ``torch.nn.Module`` mapping denoiser latents to [0, 1] images (ONNX export)."""
     import torch

@@ -87,6 +87,8 @@ class Server:
         self.log_path = log_path
         self._log = open(log_path, "w")
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+        if not {"--extensions-dir", "--disable-all-extensions"} & set(args):
+            args = [*args, "--disable-all-extensions"]  # hermetic: not whatever sits in ./extensions
         self.proc = subprocess.Popen([sys.executable, "webui.py", "--port", str(self.port), *args], cwd=REPO_ROOT,
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -166,3 +166,38 @@ def test_missing_taesd(engine, env, tmp_path):
                                               decoder="taesd", save=False)).wait(120)
     finally:
         (tmp_path / "moved").rename(engine.folders.vae_approx)
+
+
+def test_page_generate_streams_previews_and_passes_the_run_options(engine):
+    """The txt2img click (backend, decoder, preview interval first) shows TAESD previews in the gallery
+    before the final image, and a TAESD final decode is recorded in the infotext."""
+    from modules.ui import txt2img as page
+    from modules.ui.i18n import Translator
+
+    engine.switch_model("tiny15").wait(120)
+    click = page.with_run_options(page.make_generate(engine, Translator("en"), poll_s=0.0), postprocess=False)
+    fields = ["a face", "", "Euler", 4, 7.0, 64, 64, 5, 1, 1, 1]
+    updates = list(click("diffusers", "taesd", 1, *fields, [], None, []))
+    galleries = [u[0] for u in updates if isinstance(u[0], list)]
+    assert len(galleries) >= 2, "at least one preview, then the final images"
+    assert all(isinstance(im, Image.Image) for g in galleries for im in g)
+    final_infotext = updates[-1][1]
+    assert "Decoder: TAESD" in final_infotext and "Seed: 5" in final_infotext
+    # preview interval 0 (off): only the final images reach the gallery
+    updates = list(click("auto", "vae", 0, *fields, [], None, []))
+    assert len([u for u in updates if isinstance(u[0], list)]) == 1
+    assert "Decoder" not in updates[-1][1]
+
+
+def test_cpu_previews_are_decoded_small():
+    """On a CPU a preview of a 512x512 image decodes 32x32 latents (a 256x256 preview): a fifth of the cost."""
+    from modules.taesd import CPU_PREVIEW_MAX_SIDE, preview_latents
+
+    latents = torch.randn(1, 4, 64, 96)  # a 512x768 image: pooled 3x3 -> a 176x256 preview
+    small = preview_latents(latents, CPU_PREVIEW_MAX_SIDE)
+    assert small.shape == (1, 4, 22, 32)
+    assert torch.allclose(small[0, :, 0, 0], latents[0, :, :3, :3].mean(dim=(1, 2)), atol=1e-6)
+    assert preview_latents(torch.randn(1, 4, 64, 64), CPU_PREVIEW_MAX_SIDE).shape == (1, 4, 32, 32)
+    assert preview_latents(latents, None) is latents
+    assert preview_latents(torch.randn(1, 4, 32, 32), CPU_PREVIEW_MAX_SIDE).shape == (1, 4, 32, 32)
+    assert preview_latents(torch.randn(1, 4, 128, 128), CPU_PREVIEW_MAX_SIDE).shape == (1, 4, 32, 32)

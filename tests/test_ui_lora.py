@@ -140,17 +140,19 @@ def test_picked_loras_reach_the_request_with_their_weights(engine):
     assert [s.value for s in sliders[:2]] == [0.5, 0.8] and sliders[1].label == "Film_Grain"
     assert rows[1].visible is True and rows[2].visible is False
 
-    # the generate button sends the fields, styles, preset, then the picked names and every slider
-    generate = handler(demo, "generate_with_loras")
+    # the generate button sends backend, decoder and preview interval, the fields, styles, preset, then the
+    # picked names and every slider
+    generate = handler(demo, "generate_with_options")
     assert generate.inputs[-MAX_PICKED - 1] is pick.inputs[2]
     assert generate.api_visibility == "private"
-    final = list(generate.fn(*txt2img_args(prompt="a face"), [], None, picked, *weights(0.5, 1.25)))[-1]
+    final = list(generate.fn("auto", "vae", 0, *txt2img_args(prompt="a face"), [], None, picked,
+                             *weights(0.5, 1.25)))[-1]
     assert final[2].startswith("Done: 2 image(s)")
     assert engine.submitted[-1].loras == [("soft_light", 0.5), ("Film_Grain", 1.25)]
     assert engine.submitted[-1].prompt == "a face"
     assert engine.applied[-1] == [("soft_light", 0.5, 0.5), ("Film_Grain", 1.25, 1.25)]
     # nothing picked: no LoRAs
-    list(generate.fn(*txt2img_args(), [], None, [], *weights()))
+    list(generate.fn("auto", "vae", 0, *txt2img_args(), [], None, [], *weights()))
     assert engine.submitted[-1].loras == [] and engine.applied[-1] == []
 
 

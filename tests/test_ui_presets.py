@@ -385,3 +385,18 @@ def test_api_generate_generate_preset_and_system_over_gradio_client(engine, tmp_
 def test_param_fields_unchanged_for_api_callers():
     assert PARAM_FIELDS == ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "width", "height",
                             "seed", "batch_size", "batch_count", "clip_skip")
+
+
+def test_one_click_preset_uses_the_backend_decoder_and_preview_settings(engine):
+    """A preset click sends what the Generate button would: backend, decoder and preview interval."""
+    from modules.ui.lora_panel import MAX_PICKED
+
+    demo = build_blocks(engine, Translator("en", strict=True))
+    select = handler(demo, "select_preset")
+    assert len(select.inputs) == len(select_args(engine, REALISTIC)) + 1 + MAX_PICKED + 3
+    args = [*select_args(engine, REALISTIC), [], *([1.0] * MAX_PICKED), "diffusers", "taesd", 3]
+    list(select.fn(*args))
+    sent = engine.submitted[-1]
+    assert (sent.preset, sent.backend, sent.decoder, sent.preview_every) == (REALISTIC, "diffusers", "taesd", 3)
+    list(select.fn(*select_args(engine, REALISTIC)))  # without them: the defaults (no settings here: no previews)
+    assert (engine.submitted[-1].decoder, engine.submitted[-1].preview_every) == ("vae", 0)

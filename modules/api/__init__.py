@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import logging
+
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -21,12 +23,14 @@ from modules.api.runtime import ApiRuntime
 from modules.api.sdapi import sdapi_router
 
 __all__ = ["API_PREFIXES", "ApiLimits", "build_api"]
+log = logging.getLogger(__name__)
 
 #: paths served by the API (the page, when mounted, gets everything else)
 API_PREFIXES = ("/api/", "/sdapi/", "/healthz", "/openapi.json", "/docs")
 #: uploads may be larger than other requests (A1111 txt2img bodies may carry images for extensions,
 #: e.g. ControlNet in alwayson_scripts: accepted, then ignored)
-UPLOAD_PATHS = ("/sdapi/v1/png-info", "/sdapi/v1/txt2img")
+UPLOAD_PATHS = ("/sdapi/v1/png-info", "/sdapi/v1/txt2img",
+                "/api/v1/restore-faces")  # the gpen extension's photo upload
 
 
 class BodyLimit:
@@ -69,18 +73,40 @@ class BodyLimit:
             await error_response(too_large)(scope, receive, send)
 
 
+def include_extension_routes(app: FastAPI, extensions, deps: list) -> None:
+    """Each loaded extension's routers, with the native API's auth. A router with a path and method Visage (or
+    an earlier extension) already serves is left out, and that is logged: built-in routes always win."""
+    taken = {(r.path, m) for r in app.routes for m in (getattr(r, "methods", None) or ())}
+    for item in extensions.routers:
+        mine = {(r.path, m) for r in item.router.routes for m in (getattr(r, "methods", None) or ())}
+        clash = sorted(mine & taken)
+        if clash:
+            message = "routes not served, already taken: " + ", ".join(f"{m} {p}" for p, m in clash)
+            log.warning("extension %s: %s", item.extension, message)
+            info = extensions.infos.get(item.extension)
+            if info is not None and message not in info.warnings:
+                info.warnings.append(message)
+            continue
+        app.include_router(item.router, dependencies=deps)
+        taken |= mine
+
+
 class _BodyTooLarge(StarletteHTTPException):
     """Raised while the body is read; FastAPI passes HTTP exceptions through, so the handler answers 413."""
 
 
-def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str = "Visage API") -> FastAPI:
+def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str = "Visage API",
+              extensions=None) -> FastAPI:
     """A FastAPI app serving both APIs for ``engine``.
 
     ``settings.api_auth`` (pairs of user, password) protects every API path with HTTP Basic, the
     schema and docs included. ``limits`` narrows what one request may ask for (default: the engine's).
+    ``extensions`` (default: the engine's): their routes are served with the same auth.
     """
     limits = limits or ApiLimits()
-    rt = ApiRuntime(engine, settings, limits, OptionsStore(getattr(settings, "config_file", None)))
+    if extensions is None:
+        extensions = getattr(engine, "extensions", None)
+    rt = ApiRuntime(engine, settings, limits, OptionsStore(getattr(settings, "config_file", None)), extensions)
     check = auth_dependency(getattr(settings, "api_auth", ()))
     deps = [Depends(check)] if check else []
     models = request_models(limits)
@@ -91,6 +117,8 @@ def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str =
     install_handlers(app)
     app.include_router(native_router(rt, models, deps))
     app.include_router(sdapi_router(rt, models, deps))
+    if extensions is not None:
+        include_extension_routes(app, extensions, deps)
     app.state.visage = rt
 
     def openapi_schema() -> dict:

@@ -133,6 +133,22 @@ class CacheStatsResponse(BaseModel):
     disk_hits: int
 
 
+class ExtensionItem(BaseModel):
+    name: str
+    state: str = Field(description="loaded | failed | disabled")
+    error: str | None = Field(None, description="why it failed")
+    disabled_by: str | None = Field(None, description="settings | flag | all")
+    version: str | None
+    description: str
+    provides: list[str]
+    folder: str
+    postprocessors: list[str]
+    tabs: list[str]
+    routes: list[str]
+    cli_commands: list[str]
+    warnings: list[str]
+
+
 class SwitchRequest(BaseModel):
     model: Name
 
@@ -296,6 +312,9 @@ def request_models(limits: ApiLimits) -> RequestModels:
                                    description="live TAESD preview every N steps (GET /sdapi/v1/progress); 0 = off")
         decoder: Literal[DECODERS] = Field("vae", description="final decode: full VAE, or fast TAESD")
         backend: Literal[BACKENDS] = Field("auto", description="auto (edge packages run on ONNX), diffusers, onnx")
+        postprocess: list[Annotated[str, Field(max_length=64)]] = Field(
+            default_factory=list, max_length=limits.max_list,
+            description="extension post-processors to run on each image, by id (GET /api/v1/extensions)")
 
     txt2img_fields: dict[str, Any] = {
         "prompt": (Prompt, ""),

@@ -9,7 +9,7 @@ from modules import __version__
 from modules.api.errors import ERROR_RESPONSES, ApiError
 from modules.api.images import encode_png
 from modules.api.models import (
-    CacheStatsResponse, GenerateResponse, Health, Interrupted, LoraItem, ModelInfo, PresetItem, RequestModels,
+    CacheStatsResponse, ExtensionItem, GenerateResponse, Health, Interrupted, LoraItem, ModelInfo, PresetItem, RequestModels,
     SwitchRequest, SwitchResponse,
 )
 from modules.api.names import output_file
@@ -48,7 +48,8 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
             seed=body.seed, width=body.width, height=body.height, sampler=body.sampler,
             batch_size=body.batch_size, batch_count=body.batch_count, clip_skip=body.clip_skip, model=body.model,
             preset=body.preset, styles=list(body.styles), loras=[(lw.name, lw.weight) for lw in body.loras],
-            save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend)
+            save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend,
+            postprocess=list(body.postprocess))
         result = await rt.generate(req)
         images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
         return GenerateResponse(images=images, infotexts=result.infotexts, seeds=result.seeds,
@@ -81,6 +82,11 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
     def list_presets() -> list[PresetItem]:
         return [PresetItem(**{k: v for k, v in p.to_dict().items() if k in PresetItem.model_fields})
                 for p in engine.presets.list()]
+
+    @router.get("/api/v1/extensions", response_model=list[ExtensionItem], tags=["native"],
+                summary="Extensions: loaded, failed (with the error) or disabled, and what each provides")
+    def list_extensions() -> list[ExtensionItem]:
+        return [ExtensionItem(**item) for item in (rt.extensions.summary() if rt.extensions else [])]
 
     @router.get("/api/v1/cache/stats", response_model=CacheStatsResponse, tags=["native"],
                 summary="Prompt-embedding cache counters")

@@ -31,8 +31,9 @@ POLL_MAX_S = 0.1
 class ApiRuntime:
     """State of one API instance (built by :func:`modules.api.build_api`)."""
 
-    def __init__(self, engine, settings, limits: ApiLimits, options: OptionsStore):
+    def __init__(self, engine, settings, limits: ApiLimits, options: OptionsStore, extensions=None):
         self.engine = engine
+        self.extensions = extensions  # modules.extensions.ExtensionSet (None: no extensions)
         self.settings = settings
         self.limits = limits
         self.options = options

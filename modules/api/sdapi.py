@@ -133,6 +133,7 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
         entry = resolve_model(engine, "override_settings.sd_model_checkpoint", model) if model else engine.selected
         family = entry.family if entry is not None else engine.family_of(None)
         sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
+        restorer = _face_restorer()
         save = bool(body.save_images) and not body.do_not_save_samples and rt.options.get("samples_save")
         every = rt.options.get("show_progress_every_n_steps") if rt.options.get("live_previews_enable") else 0
         if every > 0 and (entry is None or entry.format != "edge") \
@@ -142,7 +143,11 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
             prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
             seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
             batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
-            preview_every=max(0, every))
+            preview_every=max(0, every), postprocess=[restorer.id] if body.restore_faces and restorer else [])
+
+    def _face_restorer():
+        """The extension post-processor ``restore_faces: true`` selects (None: none installed)."""
+        return rt.extensions.face_restorer() if rt.extensions is not None else None
 
     @router.post("/txt2img", response_model=Txt2ImgResponse, summary="A1111 txt2img")
     async def txt2img(body: Txt2ImgRequest) -> Txt2ImgResponse:  # type: ignore[valid-type]
@@ -156,7 +161,12 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
                                       notes=["interrupted"])
         images = ([encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
                   if body.send_images else [])
-        info = a1111_info(result, body, list(body.styles or []), _ignored_in_use(body))
+        restorer = _face_restorer() if body.restore_faces else None
+        ignored = [k for k in _ignored_in_use(body) if not (k == "restore_faces" and restorer)]
+        info = a1111_info(result, body, list(body.styles or []), ignored)
+        if restorer is not None and result.infotexts:
+            info["restore_faces"] = True
+            info["face_restoration_model"] = info["extra_generation_params"].get("Face restoration") or restorer.id
         return Txt2ImgResponse(images=images, parameters=body.model_dump(mode="json"), info=json.dumps(info))
 
     @router.get("/sd-models", response_model=list[SdModel], summary="Checkpoints Visage can load")
@@ -257,6 +267,12 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
     def prompt_styles() -> list[PromptStyle]:
         return [PromptStyle(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt)
                 for s in engine.styles().values()]
+
+    @router.get("/face-restorers", response_model=list[dict[str, Any]],
+                summary="Face restorers (extension post-processors of kind face_restore)")
+    def face_restorers() -> list[dict[str, Any]]:
+        pps = rt.extensions.postprocessors if rt.extensions is not None else []
+        return [{"name": p.id, "cmd_dir": None} for p in pps if p.kind == "face_restore"]
 
     @router.get("/scripts", response_model=ScriptsList, summary="No scripts (A1111 clients probe this)")
     def scripts() -> ScriptsList:

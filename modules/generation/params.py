@@ -37,6 +37,7 @@ class GenerationRequest:
     preview_every: int = 0  # live TAESD preview every N steps (0 = none)
     decoder: str = "vae"  # final decode: "vae" (full VAE; an edge package's best decoder) | "taesd" (fast)
     backend: str = "auto"  # auto (by model: edge packages -> onnx) | diffusers | onnx
+    postprocess: list[str] = field(default_factory=list)  # extension post-processor ids (the engine checks them)
 
     def with_defaults(self, family: Family) -> "GenerationRequest":
         """Fill unset fields from the family's defaults."""
@@ -83,6 +84,8 @@ class GenerationRequest:
             raise InvalidRequest("decoder", f"must be one of {', '.join(DECODERS)}")
         if self.backend not in BACKENDS:
             raise InvalidRequest("backend", f"must be one of {', '.join(BACKENDS)}")
+        if isinstance(self.postprocess, str) or not all(isinstance(x, str) for x in self.postprocess or ()):
+            raise InvalidRequest("postprocess", "must be a list of post-processor ids")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,7 @@ from modules.generation.encoding import Embeds, encode_prompts, uses_cfg
 from modules.generation.params import MAX_SEED, GenerationRequest
 from modules.generation.samplers import make_scheduler
 from modules.jobs import JobContext
+from modules.taesd import CPU_PREVIEW_MAX_SIDE, preview_latents
 
 #: (prompt, negative, do_cfg, clip_skip) -> embeds; the engine passes one that goes through the cache
 EncodeFn = Callable[[str, str, bool, int], Embeds]
@@ -61,6 +62,7 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
     # 4. denoise and decode, batch by batch, reporting each step and honouring Interrupt
     total = req.steps * req.batch_count
     fast_decode = req.decoder == "taesd" and tae is not None
+    preview_side = CPU_PREVIEW_MAX_SIDE if device.type == "cpu" else None  # full size where decoding is cheap
     images: list = []
     for b in range(req.batch_count):
         done_before = b * req.steps
@@ -69,7 +71,7 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
             preview = None
             if (tae is not None and req.preview_every and (i + 1) % req.preview_every == 0
                     and i + 1 < req.steps and kwargs.get("latents") is not None):
-                preview = tae.decode(kwargs["latents"][:1])[0]
+                preview = tae.decode(preview_latents(kwargs["latents"][:1], preview_side))[0]
             ctx.report("denoising", _done + i + 1, total, preview=preview)
             if ctx.cancelled:
                 raise Interrupted(_done + i + 1, total)

@@ -9,6 +9,10 @@ Public API endpoints (``gradio_client``): ``/generate``, ``/generate_preset``, `
 ``/switch_model``, ``/refresh_models``, ``/status``, ``/system``, ``/png_info``, ``/download_model``,
 ``/merge_lora``.
 
+Language: the page is built for one language (``t``); its switch reloads it with ``?lang=CODE`` and
+``webui.py`` (one page per language: ``/`` and ``/zh/`` or ``/en/``) sends the browser to that page.
+Ctrl+Enter (Cmd+Enter) in a prompt box presses Generate (:data:`KEYS_JS`).
+
 ``/generate`` takes the eleven txt2img fields (prompt, negative_prompt, sampler, steps, cfg_scale,
 width, height, seed, batch_size, batch_count, clip_skip) and then, optionally, ``styles`` (a list of
 styles.csv names) and ``loras`` (``[[name, weight], ...]``; ``<lora:name:w>`` tags in the prompt work
@@ -23,10 +27,12 @@ import gradio as gr
 from modules.errors import VisageError
 from modules.families import family_info
 from modules.ui import header as header_ui
-from modules.ui import lora_panel, merge_tab, models_tab, pnginfo, presets_panel, system_tab, txt2img
+from modules.ui import (
+    edge_tab, extensions_panel, history_tab, lora_panel, merge_tab, models_tab, pnginfo, presets_panel, system_tab, txt2img,
+)
 from modules.outputs.infotext import request_from_infotext
 from modules.ui.common import model_choices, ui_error, ui_info
-from modules.ui.i18n import Translator, resolve_lang
+from modules.ui.i18n import LANGUAGES, Translator, resolve_lang
 
 __all__ = ["build_page", "build_blocks"]
 
@@ -35,43 +41,99 @@ TAB_TXT2IMG = "txt2img"
 TAB_PNGINFO = "pnginfo"
 TAB_MODELS = "models"
 TAB_MERGE = "merge"
+TAB_EDGE = "edge"
 TAB_SYSTEM = "system"
+TAB_HISTORY = "history"
+
+#: page script (run once on load): Ctrl+Enter / Cmd+Enter in a txt2img prompt box clicks Generate
+KEYS_JS = """() => {
+  if (window.__visageKeys) { return []; }
+  window.__visageKeys = true;
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || !(e.ctrlKey || e.metaKey) || e.isComposing) { return; }
+    const box = e.target && e.target.closest && e.target.closest("#txt2img_prompt, #txt2img_neg_prompt");
+    if (!box) { return; }
+    const button = document.querySelector("#txt2img_generate");
+    if (button) { e.preventDefault(); button.click(); }
+  }, true);
+  return [];
+}"""
+
+#: run after the page's first-load event: ``<html data-visage-loaded="1">`` says the fields hold their values
+LOADED_JS = """() => { document.documentElement.dataset.visageLoaded = "1"; return []; }"""
+
+#: page CSS (``webui.py`` passes it to Gradio): the status line keeps a readable width, wrapping below the
+#: checkpoint picker on a phone instead of one word per line
+PAGE_CSS = """
+#visage_status { min-width: min(260px, 100%) !important; }
+#visage_lang { min-width: min(230px, 100%) !important; }
+"""
+
+#: the language switch: reload the page with ?lang=CODE (webui.py sends it to that language's page and
+#: remembers the choice in a cookie)
+SWITCH_LANG_JS = """(code) => {
+  const url = new URL(window.location.href);
+  url.searchParams.set("lang", code);
+  window.location.assign(url.toString());
+  return [];
+}"""
 
 
-def build_page(engine, settings, *, lang: str | None = None) -> gr.Blocks:
+def build_page(engine, settings, *, lang: str | None = None, extensions=None) -> gr.Blocks:
     """The whole page for ``engine``. ``lang``: zh | en | auto (None: ``settings.lang``).
 
     Launch it with ``theme``/``css`` as ``launch()`` arguments (Gradio 6).
     """
-    return build_blocks(engine, Translator(resolve_lang(lang or getattr(settings, "lang", "auto"))))
+    return build_blocks(engine, Translator(resolve_lang(lang or getattr(settings, "lang", "auto"))),
+                        extensions=extensions)
 
 
-def build_blocks(engine, t: Translator) -> gr.Blocks:
-    """The page with a given translator (tests pass a strict one and inspect what it produced)."""
+def build_blocks(engine, t: Translator, extensions=None) -> gr.Blocks:
+    """The page with a given translator (tests pass a strict one and inspect what it produced).
+    ``extensions`` (an ExtensionSet): post-processors in txt2img, the System tab's Extensions accordion, and
+    the extensions' tabs after Visage's own."""
     with gr.Blocks(title=t("app.title"), analytics_enabled=False) as demo:
-        top = header_ui.build(engine, t)
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=12, min_width=300):
+                top = header_ui.build(engine, t)
+            language = gr.Radio([(t(f"lang.{code}"), code) for code in LANGUAGES], value=t.lang,
+                                label=t("lang.label"), scale=0, min_width=230, elem_id="visage_lang")
         with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
             with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG) as txt_page:
-                txt = txt2img.build(engine, t)
+                txt = txt2img.build(engine, t, postprocessors=extensions.postprocessors if extensions else ())
             with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO) as png_page:
                 png = pnginfo.build(engine, t)
+            with gr.Tab(t("tab.history"), id=TAB_HISTORY) as history_page:
+                hist = history_tab.build(engine, t)
             with gr.Tab(t("tab.models"), id=TAB_MODELS) as models_page:
                 models = models_tab.build(engine, t)
             with gr.Tab(t("tab.merge"), id=TAB_MERGE) as merge_page:
                 merge = merge_tab.build(engine, t)
+            with gr.Tab(t("tab.edge"), id=TAB_EDGE) as edge_page:
+                edge = edge_tab.build(engine, t)
             with gr.Tab(t("tab.system"), id=TAB_SYSTEM) as system_page:
                 system = system_tab.build(engine, t)
+                extensions_panel.build_accordion(t, extensions)
+            ext_pages = extensions_panel.build_tabs(engine, t, extensions)
 
         # the System tab refreshes itself only while it is open
-        for page in (txt_page, png_page, models_page):
+        for page in (txt_page, png_page, models_page, *ext_pages):
             page.select(lambda: system_tab.timer_update(False), None, system.timer,
                         api_visibility="private", queue=False)
+        # opening History also re-reads the outputs folder (images made since the page was built show up)
+        history_refresh = history_tab.make_refresh(engine, t)
+        history_page.select(lambda date: (system_tab.timer_update(False), *history_refresh(date)), hist.date,
+                            [system.timer, hist.date, hist.gallery, hist.names, hist.summary, hist.infotext,
+                             hist.selected], api_visibility="private", show_progress="hidden")
         # opening the Merge tab also re-reads the model list for its base picker
         merge_page.select(lambda: (system_tab.timer_update(False), merge_tab.model_list_update(engine)), None,
                           [system.timer, merge.base], api_visibility="private", queue=False)
+        # opening Build edge re-reads the SD1.5 models it can start from
+        edge_page.select(lambda: (system_tab.timer_update(False), edge_tab.model_list_update(engine)), None,
+                         [system.timer, edge.model], api_visibility="private", queue=False)
         system_page.select(lambda: system_tab.timer_update(True), None, system.timer,
                            api_visibility="private", queue=False) \
-            .then(system_tab.make_refresh(engine, t), None, [system.engine_info, system.cache_info],
+            .then(system_tab.make_refresh_all(engine, t), None, system.outputs,
                   api_visibility="private", show_progress="hidden")
 
         current_outputs = [top.model, top.status, *txt.family_outputs]
@@ -83,6 +145,8 @@ def build_blocks(engine, t: Translator) -> gr.Blocks:
                      api_visibility="private", show_progress="hidden")
         load = demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
                          api_visibility="private", show_progress="hidden")
+        # mark the page as settled once the first-load values are in (browser tests wait for it)
+        load.then(None, None, None, js=LOADED_JS, api_visibility="private", queue=False)
         # a new family re-sorts the preset gallery and the LoRA cards, re-applies the active preset's values
         for event in (switch, refresh, load):
             presets_panel.wire_family_change(engine, t, txt, event)
@@ -100,8 +164,19 @@ def build_blocks(engine, t: Translator) -> gr.Blocks:
                                   [top.model, merge.base, models.summary, models.table],
                                   api_visibility="private", show_progress="hidden")
 
-        png.send.click(make_send_to_txt2img(engine, t), png.parameters, [*txt.params, tabs],
-                       api_visibility="private")
+        # a built package is listed at once in the checkpoint picker and the Models table
+        edge.build_event.success(lambda: (refresh_choices(), *models_tab.make_refresh(engine, t)()), None,
+                                 [top.model, models.summary, models.table], api_visibility="private",
+                                 show_progress="hidden")
+
+        # infotext holds the final prompt (a preset's template already applied): sending it clears the
+        # active preset, so that generating again gives the same image
+        for button, source in ((png.send, png.parameters), (hist.send, hist.infotext)):
+            button.click(make_send_to_txt2img(engine, t), source, [*txt.params, tabs], api_visibility="private") \
+                .success(lambda: presets_panel.chip_updates(t, None), None, txt.presets.chip_outputs,
+                         api_visibility="private", show_progress="hidden")
+        language.input(None, language, None, js=SWITCH_LANG_JS, api_visibility="private", queue=False)
+        demo.load(None, None, None, js=KEYS_JS, api_visibility="private", queue=False)
     return demo
 
 

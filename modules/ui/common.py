@@ -75,3 +75,16 @@ def wait_for(job, poll_s: float = POLL_S) -> Iterator[Any]:
     while not job.finished:
         yield job.progress
         time.sleep(poll_s)
+
+
+def progress_texts(job, text_of, poll_s: float = POLL_S):
+    """Yield ``text_of(job)`` each time it changes (checked every ``poll_s``) until ``job`` has finished:
+    the progress line of a long job (merge, edge build, face restoration) while the page waits for it."""
+    last = None
+    while not job.finished:
+        text = text_of(job)
+        if text != last:
+            last = text
+            yield text
+        time.sleep(poll_s)
+

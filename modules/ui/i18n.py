@@ -35,9 +35,43 @@ EN: dict[str, str] = {
     "tab.models": "Models",
     "tab.system": "System",
     "tab.merge": "Merge",
+    "tab.edge": "Build edge",
+    "edge.intro": "Turn an SD1.5 model into an **edge package** for CPUs and small devices: LoRAs merged in, U-Net optionally pruned, everything exported to ONNX, INT8-quantized and decoded by TAESD. The package appears in the checkpoint list as `edge/NAME`. A full-size build takes several minutes on a CPU (see docs/edge.md).",
+    "edge.model": "Source model (SD1.5)",
+    "edge.prune": "Prune ratio",
+    "edge.prune_info": "Share of inner U-Net channels removed (0 = none). Without distillation, pruning degrades real models.",
+    "edge.distill": "Distillation steps",
+    "edge.distill_info": "Data-free recovery after pruning (0 = none); each step costs seconds on a CPU",
+    "edge.quantize": "Quantization",
+    "edge.quantize_none": "None (fp32)",
+    "edge.method": "U-Net INT8 method",
+    "edge.method_auto": "Auto (static)",
+    "edge.attention": "U-Net attention",
+    "edge.attention_fused": "Fused (ONNX Runtime, fastest)",
+    "edge.attention_standard": "Standard ONNX (OpenVINO)",
+    "edge.full_vae": "Also export the full VAE decoder",
+    "edge.out_name": "Package name",
+    "edge.out_placeholder": "empty: from the model and options",
+    "edge.run": "Build edge package",
+    "edge.result": "Package",
+    "edge.progress": "{stage} ({step}/{total})",
+    "edge.stage_starting": "Starting",
+    "edge.stage_merge": "Merging LoRAs",
+    "edge.stage_prune": "Pruning the U-Net",
+    "edge.stage_distill": "Distilling",
+    "edge.stage_calibrate": "Recording calibration inputs",
+    "edge.stage_export_te": "Exporting the text encoder",
+    "edge.stage_export_unet": "Exporting the U-Net",
+    "edge.stage_export_decoders": "Exporting the decoders",
+    "edge.stage_quantize": "Quantizing",
+    "edge.stage_write": "Writing the package",
+    "edge.stage_done": "Done",
+    "edge.built": "Built {name}",
+    "edge.done": "✅ Built **{name}** in `{path}`. Pick it in the checkpoint list.",
+    "edge.interrupted": "Build interrupted; nothing was written.",
     # txt2img
     "txt2img.prompt": "Prompt",
-    "txt2img.prompt_placeholder": "Describe the portrait",
+    "txt2img.prompt_placeholder": "Describe the portrait (Ctrl+Enter generates)",
     "txt2img.negative": "Negative prompt",
     "txt2img.negative_placeholder": "What to avoid",
     "txt2img.sampler": "Sampling method",
@@ -58,6 +92,15 @@ EN: dict[str, str] = {
     "txt2img.infotext": "Generation info",
     "txt2img.interrupt_sent": "Interrupt requested",
     "txt2img.nothing_running": "Nothing is running",
+    "txt2img.run_options": "Backend, decoder and live preview",
+    "txt2img.backend": "Backend",
+    "txt2img.backend_info": "Auto: edge packages run in ONNX Runtime, other models in diffusers",
+    "txt2img.backend_auto": "Auto",
+    "txt2img.decoder": "Final decode",
+    "txt2img.decoder_vae": "Full VAE (best)",
+    "txt2img.decoder_taesd": "TAESD (fast)",
+    "txt2img.preview_every": "Live preview every N steps",
+    "txt2img.preview_every_info": "0 = off. Previews are decoded with TAESD (models/VAE-approx)",
     # progress
     "progress.submitting": "Submitting…",
     "progress.queued": "Queued: position {position}",
@@ -206,7 +249,30 @@ EN: dict[str, str] = {
     "system.refresh": "🔄 Refresh",
     "system.none": "none",
     "system.data": "System facts (JSON)",
-    "system.engine": "### Engine\n- **Status:** {status}\n- **Device:** {device} · {dtype}\n- **Models in RAM:** {in_ram}\n- **Jobs in queue:** {queue}",
+    "system.engine": "### Engine\n- **Status:** {status}\n- **Device:** {device} · {dtype}\n- **Other models parked in RAM (instant switch):** {in_ram}\n- **Jobs in queue:** {queue}",
+    "system.memory": "### Memory\n- **RAM (this process):** {rss} GiB\n- **RAM (machine):** {used} / {total} GiB{vram}",
+    "system.vram_none": "\n- **VRAM:** — (running on the CPU)",
+    "system.vram": "\n- **VRAM ({name}):** {allocated} GiB allocated · {reserved} GiB reserved · peak {peak} GiB\n- **GPU memory (all processes):** {used} / {total} GiB",
+    "system.versions": "### Versions\n{lines}",
+    "system.not_installed": "not installed",
+    # History tab
+    "tab.history": "History",
+    "history.date": "Date",
+    "history.refresh": "🔄 Refresh",
+    "history.gallery": "Saved images",
+    "history.infotext": "Generation info",
+    "history.send": "Send to txt2img",
+    "history.trash": "🗑️ Move to trash",
+    "history.empty": "No saved images yet.",
+    "history.count": "{count} image(s) on {date} — click one to see its settings",
+    "history.no_infotext": "(this image has no generation info)",
+    "history.pick_first": "Click an image first",
+    "history.trashed": "Moved {name} to {folder}",
+    "field.date": "Date",
+    # language switch
+    "lang.label": "Language / 语言",
+    "lang.en": "English",
+    "lang.zh": "中文",
     "system.cache": "### Prompt-embedding cache\n- **Hits / misses:** {hits} / {misses} (hit rate {rate})\n- **Entries in RAM:** {entries} · {mib} / {max_mib} MiB\n- **Time saved:** {saved} s\n- **On disk:** {disk_entries} entries · {disk_mib} MiB · {disk_hits} hits from disk",
     # error titles and messages (keys error.<VisageError.code>)
     "info.title": "Info",
@@ -214,6 +280,31 @@ EN: dict[str, str] = {
     "error.warning_title": "Warning",
     "error.error": "{detail}",
     "error.unexpected": "Unexpected failure ({kind}): {detail}",
+    "error.extension_error": "Extension: {detail}",
+    # extensions (System tab accordion, txt2img post-processors, extension tabs)
+    "ext.title": "Extensions ({count})",
+    "ext.intro": "From `{folder}`. Enabling or disabling one applies after a restart of Visage.",
+    "ext.none": "No extensions in `{folder}` (see extensions/README.md to write one).",
+    "ext.config_error": "⚠️ Extensions settings file: {error}",
+    "ext.row": "**{name}** {version} · {provides} · {state}",
+    "ext.state_loaded": "✅ loaded",
+    "ext.state_failed": "❌ failed: {error}",
+    "ext.state_disabled": "⏸ disabled ({by})",
+    "ext.by_settings": "in settings",
+    "ext.by_flag": "--disable-extension",
+    "ext.by_all": "--disable-all-extensions",
+    "ext.provides_postprocessor": "post-processor",
+    "ext.provides_tab": "tab",
+    "ext.provides_api": "API routes",
+    "ext.provides_cli": "CLI command",
+    "ext.provides_settings": "settings",
+    "ext.provides_nothing": "nothing",
+    "ext.warning": "⚠️ {warning}",
+    "ext.enabled": "Enabled",
+    "ext.saved_on": "{name} will be enabled after a restart",
+    "ext.saved_off": "{name} will be disabled after a restart",
+    "ext.postprocess": "Post-processing",
+    "ext.tab_failed": "❌ The tab of extension {name} failed to build: {error}",
     "error.invalid_request": "{field}: {rule}",
     "error.model_not_found": "Model not found: {detail}",
     "error.unsupported_model": "Unsupported model: {detail}",
@@ -293,8 +384,42 @@ ZH: dict[str, str] = {
     "tab.models": "模型管理",
     "tab.system": "系统",
     "tab.merge": "合并",
+    "tab.edge": "边缘包",
+    "edge.intro": "把 SD1.5 模型做成面向 CPU 和小型设备的**边缘包**：合并 LoRA，可选剪枝 U-Net，全部导出为 ONNX，INT8 量化，用 TAESD 解码。生成的包以 `edge/名称` 出现在模型列表中。在 CPU 上构建完整尺寸模型需要几分钟（见 docs/edge.md）。",
+    "edge.model": "源模型（SD1.5）",
+    "edge.prune": "剪枝比例",
+    "edge.prune_info": "去掉的 U-Net 内部通道比例（0 = 不剪枝）。不做蒸馏时，剪枝会损害真实模型的效果。",
+    "edge.distill": "蒸馏步数",
+    "edge.distill_info": "剪枝后无需数据的恢复训练（0 = 不做）；在 CPU 上每步需数秒",
+    "edge.quantize": "量化",
+    "edge.quantize_none": "不量化（fp32）",
+    "edge.method": "U-Net INT8 方法",
+    "edge.method_auto": "自动（静态）",
+    "edge.attention": "U-Net 注意力",
+    "edge.attention_fused": "融合（ONNX Runtime，最快）",
+    "edge.attention_standard": "标准 ONNX（OpenVINO）",
+    "edge.full_vae": "同时导出完整 VAE 解码器",
+    "edge.out_name": "包名称",
+    "edge.out_placeholder": "留空：按模型和选项命名",
+    "edge.run": "构建边缘包",
+    "edge.result": "边缘包",
+    "edge.progress": "{stage}（{step}/{total}）",
+    "edge.stage_starting": "正在开始",
+    "edge.stage_merge": "合并 LoRA",
+    "edge.stage_prune": "剪枝 U-Net",
+    "edge.stage_distill": "蒸馏",
+    "edge.stage_calibrate": "记录校准输入",
+    "edge.stage_export_te": "导出文本编码器",
+    "edge.stage_export_unet": "导出 U-Net",
+    "edge.stage_export_decoders": "导出解码器",
+    "edge.stage_quantize": "量化",
+    "edge.stage_write": "写入边缘包",
+    "edge.stage_done": "完成",
+    "edge.built": "已构建 {name}",
+    "edge.done": "✅ 已构建 **{name}**，位于 `{path}`。可在模型列表中选择它。",
+    "edge.interrupted": "构建已中断，未写入任何文件。",
     "txt2img.prompt": "提示词",
-    "txt2img.prompt_placeholder": "描述人像",
+    "txt2img.prompt_placeholder": "描述人像（Ctrl+Enter 生成）",
     "txt2img.negative": "反向提示词",
     "txt2img.negative_placeholder": "需要避免的内容",
     "txt2img.sampler": "采样方法",
@@ -315,6 +440,15 @@ ZH: dict[str, str] = {
     "txt2img.infotext": "生成信息",
     "txt2img.interrupt_sent": "已请求中止",
     "txt2img.nothing_running": "当前没有正在运行的任务",
+    "txt2img.run_options": "后端、解码与实时预览",
+    "txt2img.backend": "推理后端",
+    "txt2img.backend_info": "自动：边缘包用 ONNX Runtime，其他模型用 diffusers",
+    "txt2img.backend_auto": "自动",
+    "txt2img.decoder": "最终解码",
+    "txt2img.decoder_vae": "完整 VAE（质量最好）",
+    "txt2img.decoder_taesd": "TAESD（快速）",
+    "txt2img.preview_every": "每 N 步实时预览",
+    "txt2img.preview_every_info": "0 = 关闭。预览由 TAESD 解码（models/VAE-approx）",
     "progress.submitting": "正在提交…",
     "progress.queued": "排队中：第 {position} 位",
     "progress.starting": "正在开始…",
@@ -454,13 +588,60 @@ ZH: dict[str, str] = {
     "merge.no_loras": "没有找到可用的 LoRA 文件：把 .safetensors 格式的 LoRA 放进 models/Lora，再点 🔄",
     "system.none": "无",
     "system.data": "系统信息（JSON）",
-    "system.engine": "### 引擎\n- **状态：** {status}\n- **设备：** {device} · {dtype}\n- **内存中的模型：** {in_ram}\n- **队列中的任务：** {queue}",
+    "system.engine": "### 引擎\n- **状态：** {status}\n- **设备：** {device} · {dtype}\n- **内存中待命的其他模型（可立即切换）：** {in_ram}\n- **队列中的任务：** {queue}",
+    "system.memory": "### 内存\n- **内存（本进程）：** {rss} GiB\n- **内存（整机）：** {used} / {total} GiB{vram}",
+    "system.vram_none": "\n- **显存：** —（在 CPU 上运行）",
+    "system.vram": "\n- **显存（{name}）：** 已分配 {allocated} GiB · 已保留 {reserved} GiB · 峰值 {peak} GiB\n- **显卡内存（所有进程）：** {used} / {total} GiB",
+    "system.versions": "### 版本\n{lines}",
+    "system.not_installed": "未安装",
+    # 历史记录
+    "tab.history": "历史记录",
+    "history.date": "日期",
+    "history.refresh": "🔄 刷新",
+    "history.gallery": "已保存的图片",
+    "history.infotext": "生成信息",
+    "history.send": "发送到文生图",
+    "history.trash": "🗑️ 移到回收站",
+    "history.empty": "还没有保存的图片。",
+    "history.count": "{date} 共 {count} 张图片 — 点击一张查看生成参数",
+    "history.no_infotext": "（这张图片没有生成信息）",
+    "history.pick_first": "请先点击一张图片",
+    "history.trashed": "已将 {name} 移到 {folder}",
+    "field.date": "日期",
+    # 语言切换
+    "lang.label": "语言 / Language",
+    "lang.en": "English",
+    "lang.zh": "中文",
     "system.cache": "### 提示词嵌入缓存\n- **命中 / 未命中：** {hits} / {misses}（命中率 {rate}）\n- **内存中的条目：** {entries} · {mib} / {max_mib} MiB\n- **节省时间：** {saved} 秒\n- **磁盘：** {disk_entries} 个条目 · {disk_mib} MiB · 从磁盘命中 {disk_hits} 次",
     "info.title": "提示",
     "error.title": "错误",
     "error.warning_title": "警告",
     "error.error": "{detail}",
     "error.unexpected": "意外失败（{kind}）：{detail}",
+    "error.extension_error": "扩展：{detail}",
+    "ext.title": "扩展（{count}）",
+    "ext.intro": "来自 `{folder}`。启用或停用扩展需重启 Visage 后生效。",
+    "ext.none": "`{folder}` 中没有扩展（编写方法见 extensions/README.md）。",
+    "ext.config_error": "⚠️ 扩展设置文件：{error}",
+    "ext.row": "**{name}** {version} · {provides} · {state}",
+    "ext.state_loaded": "✅ 已加载",
+    "ext.state_failed": "❌ 加载失败：{error}",
+    "ext.state_disabled": "⏸ 已停用（{by}）",
+    "ext.by_settings": "设置中",
+    "ext.by_flag": "--disable-extension",
+    "ext.by_all": "--disable-all-extensions",
+    "ext.provides_postprocessor": "后处理",
+    "ext.provides_tab": "标签页",
+    "ext.provides_api": "API 接口",
+    "ext.provides_cli": "命令行命令",
+    "ext.provides_settings": "设置",
+    "ext.provides_nothing": "无",
+    "ext.warning": "⚠️ {warning}",
+    "ext.enabled": "启用",
+    "ext.saved_on": "{name} 将在重启后启用",
+    "ext.saved_off": "{name} 将在重启后停用",
+    "ext.postprocess": "后处理",
+    "ext.tab_failed": "❌ 扩展 {name} 的标签页构建失败：{error}",
     "error.invalid_request": "参数“{field}”无效：{rule}",
     "error.model_not_found": "找不到模型：{detail}",
     "error.unsupported_model": "不支持的模型：{detail}",
@@ -564,6 +745,47 @@ def resolve_lang(lang: str | None) -> str:
         if value:
             return "zh" if value.lower().startswith("zh") else "en"
     return "en"
+
+
+def lang_from_accept_language(header: str | None) -> str | None:
+    """The page language a browser's ``Accept-Language`` asks for: the supported language with the highest
+    weight (``zh-CN,zh;q=0.9,en;q=0.8`` -> zh; ``en-US,en;q=0.9,zh;q=0.5`` -> en); None when it names neither."""
+    best: tuple[float, int, str] | None = None
+    for order, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        if primary not in LANGUAGES:
+            continue
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if weight <= 0:
+            continue
+        if best is None or (weight, -order) > (best[0], -best[1]):
+            best = (weight, order, primary)
+    return best[2] if best else None
+
+
+def preferred_lang(*, query: str | None, cookie: str | None, accept_language: str | None, default: str,
+                   follow_browser: bool) -> str:
+    """The language to serve at the page's root.
+
+    An explicit choice wins (``?lang=`` then the ``visage_lang`` cookie the in-page switch leaves); then, with
+    ``--lang auto`` (``follow_browser``), Chinese when the browser asks for it; otherwise ``default`` (the
+    ``--lang`` flag, or with ``auto`` the system locale's language). So under ``auto``: zh when the browser
+    or the system asks for it, else en.
+    """
+    for explicit in (query, cookie):
+        if explicit in LANGUAGES:
+            return explicit
+    if follow_browser and lang_from_accept_language(accept_language) == "zh":
+        return "zh"
+    return default
 
 
 @dataclass

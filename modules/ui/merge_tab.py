@@ -12,14 +12,15 @@ A merge keeps running when the page goes away: its result is a file on disk eith
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import gradio as gr
 
 from modules.errors import Interrupted, InvalidRequest, VisageError
 from modules.registry.entry import ModelFormat
-from modules.ui.common import POLL_S, current_model_name, family_label, ui_error, ui_info, ui_warning
+from modules.ui.common import (
+    POLL_S, current_model_name, family_label, progress_texts, ui_error, ui_info, ui_warning,
+)
 from modules.ui.i18n import Translator
 from modules.ui.lora_panel import API_MAX_WEIGHT, lora_problem
 
@@ -220,13 +221,8 @@ def make_merge(engine, t: Translator, poll_s: float = POLL_S):
             job = engine.merge_lora(str(base), rows, name, fmt=fmt or FORMATS[0], dtype=dtype or DTYPES[0])
         except VisageError as exc:
             raise ui_error(t, exc) from None
-        last = None
-        while not job.finished:
-            text = progress_text(t, engine, job)
-            if text != last:
-                last = text
-                yield text, gr.skip()
-            time.sleep(poll_s)
+        for text in progress_texts(job, lambda j: progress_text(t, engine, j), poll_s):
+            yield text, gr.skip()
         try:
             entry = job.wait(0)
         except Interrupted as exc:

@@ -187,19 +187,22 @@ def refresh_updates(engine, t: Translator, only_family: bool = False, pick=None)
 
 # -- handlers ---------------------------------------------------------------------------------------
 
-def make_select(engine, t: Translator, generate: Callable):
+def make_select(engine, t: Translator, generate: Callable, extra_names: tuple[str, ...] = ()):
     """Handler for a click on a gallery card: fill the fields with the preset's values for the
     current family, make it the active preset and, unless "apply only" is ticked, generate at once
     with the user's prompt (unchanged) and ``preset=ID``.
 
     ``generate`` is the txt2img generate handler. Yields ``(active, chip, clear, *PRESET_FIELDS,
-    *generate outputs)``.
+    *generate outputs)``. After the LoRA rows' ``MAX_PICKED`` weights come the values of ``extra_names``
+    (txt2img's backend / decoder / preview interval / post-processors), passed to ``generate`` by name.
     """
     skip_head = (gr.skip(),) * (3 + len(PRESET_FIELDS))
     skip_run = (gr.skip(),) * RUN_OUTPUTS
 
     def select_preset(index, ids, apply_only, prompt, negative_prompt, batch_size, batch_count, styles=None,
-                      lora_names=None, *lora_weights):
+                      lora_names=None, *rest):
+        lora_weights = rest[:lora_panel.MAX_PICKED]
+        extras = dict(zip(extra_names, rest[lora_panel.MAX_PICKED:]))
         ids = ids or []
         if not isinstance(index, int) or not 0 <= index < len(ids):
             yield (*skip_head, *skip_run)
@@ -217,7 +220,7 @@ def make_select(engine, t: Translator, generate: Callable):
         for out in generate(prompt, negative_prompt, values["sampler"], values["steps"], values["cfg_scale"],
                             values["width"], values["height"], values["seed"], batch_size, batch_count,
                             values["clip_skip"], styles, preset.id,
-                            lora_panel.picked_loras(lora_names, lora_weights)):
+                            lora_panel.picked_loras(lora_names, lora_weights), **extras):
             yield (*skip_head, *out)
 
     return select_preset
@@ -442,9 +445,12 @@ def wire(engine, t: Translator, tab, generate: Callable) -> None:
     g, m = tab.presets, tab.manager
     fields = [getattr(tab, name) for name in PRESET_FIELDS]
     run_outputs = [tab.gallery, tab.infotext, tab.progress, tab.infotexts, tab.seeds]
-    g.gallery.click(make_select(engine, t, generate),
+    # what the Generate button also sends: backend, decoder, preview interval, ticked post-processors
+    extras = {name: getattr(tab, name, None) for name in ("backend", "decoder", "preview_every", "postprocess")}
+    extras = {name: control for name, control in extras.items() if control is not None}
+    g.gallery.click(make_select(engine, t, generate, tuple(extras)),
                     [g.gallery, g.ids, g.apply_only, tab.prompt, tab.negative_prompt, tab.batch_size,
-                     tab.batch_count, tab.styles, tab.loras.picked, *tab.loras.weights],
+                     tab.batch_count, tab.styles, tab.loras.picked, *tab.loras.weights, *extras.values()],
                     [*g.chip_outputs, *fields, *run_outputs],
                     api_visibility="private", show_progress="minimal", concurrency_limit=None)
     g.clear.click(make_clear(t), None, g.chip_outputs, api_visibility="private", queue=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 
@@ -47,6 +48,15 @@ class Txt2ImgTab:
     presets: presets_panel.PresetGallery
     manager: presets_panel.PresetManager
     loras: lora_panel.LoraPicker
+    postprocess: gr.CheckboxGroup | None = None  # extension post-processors (None when none is loaded)
+    backend: gr.Radio | None = None  # auto | diffusers | onnx
+    decoder: gr.Radio | None = None  # final decode: vae | taesd
+    preview_every: gr.Slider | None = None  # live TAESD preview every N steps (0 = off)
+
+    @property
+    def run_options(self) -> list:
+        """Backend, final decoder and preview interval: the first inputs of the page's generate click."""
+        return [self.backend, self.decoder, self.preview_every]
 
     @property
     def params(self) -> list:
@@ -105,13 +115,16 @@ def _number(name: str, value, default, kind=int):
 
 def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
                         seed, batch_size, batch_count, clip_skip, styles=None,
-                        preset=None, loras=None) -> GenerationRequest:
+                        preset=None, loras=None, postprocess=None, *, backend=None, decoder=None,
+                        preview_every=None) -> GenerationRequest:
     """A GenerationRequest from the page's values; empty fields mean the family default.
 
     ``preset``: the active preset's id (the engine puts the prompt into its template);
     ``styles``: names from styles.csv, applied by the engine in order;
     ``loras``: ``(name, weight)`` pairs or the API's ``[[name, weight], ...]`` (see
-    :func:`lora_panel.api_loras`), applied besides any ``<lora:…>`` tags in the prompt.
+    :func:`lora_panel.api_loras`), applied besides any ``<lora:…>`` tags in the prompt;
+    ``postprocess``: ids of extension post-processors to run on each image;
+    ``backend`` (auto | diffusers | onnx), ``decoder`` (vae | taesd), ``preview_every`` (steps, 0 = off).
     """
     return GenerationRequest(
         prompt=prompt or "",
@@ -128,6 +141,10 @@ def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, widt
         preset=preset or None,
         styles=_names(styles),
         loras=lora_panel.api_loras(loras),
+        postprocess=_names(postprocess),
+        backend=backend or "auto",
+        decoder=decoder or "vae",
+        preview_every=_number("preview_every", preview_every, 0),
     )
 
 
@@ -167,12 +184,18 @@ def make_generate(engine, t: Translator, poll_s: float = POLL_S):
     is cancelled.
     """
 
+    settings = getattr(engine, "settings", None)
+    default_backend = getattr(settings, "backend", "auto")
+    default_preview = getattr(settings, "preview_every", 0)
+
     def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
-                 seed, batch_size, batch_count, clip_skip, styles=None, preset=None, loras=None):
+                 seed, batch_size, batch_count, clip_skip, styles=None, preset=None, loras=None,
+                 postprocess=None, backend=None, decoder=None, preview_every=None):
         try:
-            request = request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale,
-                                          width, height, seed, batch_size, batch_count, clip_skip,
-                                          styles, preset, loras)
+            request = request_from_inputs(
+                prompt, negative_prompt, sampler, steps, cfg_scale, width, height, seed, batch_size,
+                batch_count, clip_skip, styles, preset, loras, postprocess, backend=backend or default_backend,
+                decoder=decoder, preview_every=default_preview if preview_every is None else preview_every)
         except VisageError as exc:
             raise ui_error(t, exc) from None
         yield from run_request(engine, t, request, poll_s)
@@ -258,8 +281,44 @@ def make_interrupt(engine, t: Translator):
     return interrupt
 
 
-def build(engine, t: Translator) -> Txt2ImgTab:
-    """Lay out the tab and wire its own events (generate, interrupt, seed buttons, gallery select)."""
+def with_postprocess(handler):
+    """The page's generate handler with the post-processor checkbox group as its first input."""
+
+    def generate_with_postprocess(postprocess, *args):
+        yield from lora_panel.wrap_generate(partial(handler, postprocess=postprocess))(*args)
+
+    return generate_with_postprocess
+
+
+def with_run_options(handler, postprocess: bool):
+    """The page's generate click: backend, decoder and preview interval first, then (when extensions offer
+    post-processors) their checkbox group, then the usual inputs."""
+
+    def generate_with_options(backend, decoder, preview_every, *args):
+        inner = partial(handler, backend=backend, decoder=decoder, preview_every=preview_every)
+        yield from (with_postprocess(inner) if postprocess else lora_panel.wrap_generate(inner))(*args)
+
+    return generate_with_options
+
+
+def build_run_options(engine, t: Translator):
+    """Backend, final decoder and live-preview interval (an accordion under the parameters)."""
+    settings = getattr(engine, "settings", None)
+    with gr.Accordion(t("txt2img.run_options"), open=False, elem_id="txt2img_run_options"):
+        backend = gr.Radio([(t("txt2img.backend_auto"), "auto"), ("diffusers", "diffusers"),
+                            ("ONNX Runtime", "onnx")], value=getattr(settings, "backend", "auto"),
+                           label=t("txt2img.backend"), info=t("txt2img.backend_info"), elem_id="txt2img_backend")
+        decoder = gr.Radio([(t("txt2img.decoder_vae"), "vae"), (t("txt2img.decoder_taesd"), "taesd")],
+                           value="vae", label=t("txt2img.decoder"), elem_id="txt2img_decoder")
+        preview_every = gr.Slider(0, 20, value=getattr(settings, "preview_every", 0), step=1,
+                                  label=t("txt2img.preview_every"), info=t("txt2img.preview_every_info"),
+                                  elem_id="txt2img_preview_every")
+    return backend, decoder, preview_every
+
+
+def build(engine, t: Translator, postprocessors=()) -> Txt2ImgTab:
+    """Lay out the tab and wire its own events (generate, interrupt, seed buttons, gallery select).
+    ``postprocessors``: the extensions' (:class:`modules.extensions.Postprocessor`), offered as checkboxes."""
     info = family_info(engine.family_of(None))
     with gr.Row():
         with gr.Column(scale=6):
@@ -274,53 +333,64 @@ def build(engine, t: Translator) -> Txt2ImgTab:
                 styles = gr.Dropdown(choices=style_names(engine, t), value=[], multiselect=True,
                                      label=t("styles.label"), scale=4, min_width=120, elem_id="txt2img_styles")
                 styles_refresh = gr.Button(t("styles.refresh"), scale=0, min_width=40)
-    lora_picker = lora_panel.build(engine, t)
-    gallery_panel = presets_panel.build_gallery(engine, t)
+    # presets and LoRAs head the parameter column, so the output gallery sits beside them, in view
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="txt2img_params"):
+            gallery_panel = presets_panel.build_gallery(engine, t)
+            lora_picker = lora_panel.build(engine, t)
             sampler = gr.Dropdown(choices=list(info.samplers), value=info.default_sampler,
-                                  label=t("txt2img.sampler"), allow_custom_value=True)
-            steps = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label=t("txt2img.steps"))
+                                  label=t("txt2img.sampler"), allow_custom_value=True, elem_id="txt2img_sampler")
+            steps = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label=t("txt2img.steps"),
+                              elem_id="txt2img_steps")
             with gr.Row():
                 width = gr.Slider(info.min_side, info.max_side, value=info.width, step=8,
-                                  label=t("txt2img.width"))
+                                  label=t("txt2img.width"), elem_id="txt2img_width")
                 height = gr.Slider(info.min_side, info.max_side, value=info.height, step=8,
-                                   label=t("txt2img.height"))
+                                   label=t("txt2img.height"), elem_id="txt2img_height")
             with gr.Row():
                 batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label=t("txt2img.batch_count"))
                 batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label=t("txt2img.batch_size"))
             cfg = gr.Slider(0.0, 30.0, value=info.cfg, step=0.5, label=t("txt2img.cfg"))
             with gr.Row():
                 seed = gr.Number(value=-1, precision=0, label=t("txt2img.seed"), info=t("txt2img.seed_info"),
-                                 scale=4)
+                                 scale=4, elem_id="txt2img_seed")
                 random_seed = gr.Button(t("txt2img.random_seed"), scale=0, min_width=48)
                 reuse_seed = gr.Button(t("txt2img.reuse_seed"), scale=0, min_width=48)
             clip_skip = gr.Slider(1, 12, value=1, step=1, label=t("txt2img.clip_skip"),
                                   interactive=info.supports_clip_skip)
+            postprocess = (gr.CheckboxGroup([(p.label(t.lang), p.id) for p in postprocessors], value=[],
+                                            label=t("ext.postprocess"), elem_id="txt2img_postprocess")
+                           if postprocessors else None)
+            backend, decoder, preview_every = build_run_options(engine, t)
             manager = presets_panel.build_manager(engine, t)
-        with gr.Column(scale=1):
-            progress = gr.Markdown("")
+        with gr.Column(scale=1, elem_id="txt2img_results"):
+            progress = gr.Markdown("", elem_id="txt2img_progress")
             gallery = gr.Gallery(label=t("txt2img.gallery"), columns=2, height=512, format="png",
                                  object_fit="contain", buttons=["download", "fullscreen"],
                                  interactive=False, elem_id="txt2img_gallery")
             infotext = gr.Textbox(label=t("txt2img.infotext"), lines=4, interactive=False,
-                                  buttons=["copy"])
+                                  buttons=["copy"], elem_id="txt2img_infotext")
     infotexts = gr.State([])
     seeds = gr.State([])
 
     tab = Txt2ImgTab(prompt, negative, sampler, steps, cfg, width, height, seed, batch_size, batch_count,
                      clip_skip, random_seed, reuse_seed, generate_btn, interrupt_btn, gallery, infotext,
-                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager, lora_picker)
+                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager, lora_picker,
+                     postprocess, backend, decoder, preview_every)
 
     outputs = [gallery, infotext, progress, infotexts, seeds]
     handler = make_generate(engine, t)
     # the page sends the picked LoRA rows (names + every slider); the /generate endpoint takes the
     # eleven fields, then the styles and a [[name, weight], ...] list, so older API callers still work
-    generate_btn.click(lora_panel.wrap_generate(handler),
-                       [*tab.params, styles, gallery_panel.active, lora_picker.picked, *lora_picker.weights],
-                       outputs, api_visibility="private", show_progress="minimal", concurrency_limit=None)
-    gr.on(triggers=[], fn=handler, inputs=[*tab.params, styles, gallery_panel.active, lora_picker.api_loras],
-          outputs=outputs, api_name="generate", concurrency_limit=None)
+    click_inputs = [*tab.params, styles, gallery_panel.active, lora_picker.picked, *lora_picker.weights]
+    api_inputs = [*tab.params, styles, gallery_panel.active, lora_picker.api_loras]
+    if postprocess is not None:  # extension post-processors: /generate takes their ids last
+        click_inputs = [postprocess, *click_inputs]
+        api_inputs.append(postprocess)
+    click_fn, click_inputs = with_run_options(handler, postprocess is not None), [*tab.run_options, *click_inputs]
+    generate_btn.click(click_fn, click_inputs, outputs, api_visibility="private", show_progress="minimal",
+                       concurrency_limit=None)
+    gr.on(triggers=[], fn=handler, inputs=api_inputs, outputs=outputs, api_name="generate", concurrency_limit=None)
     lora_panel.wire(engine, t, lora_picker, prompt)
     styles_refresh.click(make_refresh_styles(engine, t), styles, styles, api_visibility="private",
                          show_progress="hidden")
