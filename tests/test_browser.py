@@ -376,7 +376,8 @@ def test_language_switch_and_default(browser, site, page):
     assert page.url.rstrip("/").endswith("/zh")
     shot(page, "desktop-1280x800-zh")
     page.get_by_text("English", exact=True).click()
-    wait_until(lambda: not page.url.rstrip("/").endswith("/zh") and "?" not in page.url, 30, "the English page")
+    # wait_for_url, not a poll of page.url: the sync API updates page.url only while one of its calls runs
+    page.wait_for_url(lambda u: not u.rstrip("/").endswith("/zh") and "?" not in u, timeout=30_000)
     page.wait_for_selector("#txt2img_generate")
     assert page.locator("#txt2img_generate").inner_text().strip() == "Generate"
 
