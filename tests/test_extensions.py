@@ -420,6 +420,35 @@ def test_page_generate_sends_the_checked_postprocessors(env):
     assert "Demo invert: v1 seed 12" in last[1]
 
 
+def test_one_click_preset_sends_the_checked_postprocessors(env):
+    from modules.ui import build_blocks
+    from modules.ui.i18n import Translator
+
+    import json
+
+    engine, exts, _client, _folders = env
+    small = {"id": "ext_small", "name": {"zh": "小", "en": "Small"}, "families": ["sd15"], "prompt": "{prompt}",
+             "seed": 5, "family_params": {"sd15": {"steps": 2, "cfg_scale": 5.0, "width": 64, "height": 64,
+                                                   "sampler": "Euler"}}}
+    path = engine.settings.presets_dir / "ext_small.json"  # the shipped presets are full-size: slow here
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(small), encoding="utf-8")
+    engine.presets.reload()
+    try:
+        demo = build_blocks(engine, Translator("en"), extensions=exts)
+        select = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "select_preset")
+        group = next(b for b in _blocks_of(demo, "CheckboxGroup") if b.elem_id == "txt2img_postprocess")
+        assert select.inputs[-1] is group
+        args = [block.value for block in select.inputs]
+        # the small preset's card, the prompt, the ticked box
+        args[0], args[3], args[-1] = args[1].index("ext_small"), "a face", ["demo-invert"]
+        *_, last = select.fn(*args)
+        assert any(isinstance(v, str) and "Demo invert: v1 seed 5" in v for v in last), last
+    finally:
+        path.unlink()
+        engine.presets.reload()
+
+
 def test_enable_checkbox_writes_the_settings_file(env, tmp_path):
     from modules.ui import extensions_panel
     from modules.ui.i18n import Translator
