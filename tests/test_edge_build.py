@@ -125,6 +125,12 @@ def test_pruned_int8_package_builds_and_generates(pruned_int8_package, fp32_pack
     assert data["quantization"]["unet_method"] == "static" and data["quantization"]["calibration_samples"] == 2
     assert data["components"]["unet"]["precision"] == "int8-static"
     assert data["components"]["text_encoder"]["precision"] == "int8-dynamic"
+    assert data["components"]["taesd_decoder"]["precision"] == "int8-static"
+    # the INT8 TAESD decodes like the fp32 one (same random TAESD in both packages)
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    int8 = EdgePipeline(path).decoder("taesd").decode_tensor(latents)
+    fp32 = EdgePipeline(fp32_package).decoder("taesd").decode_tensor(latents)
+    assert int8.shape == fp32.shape and float((int8 - fp32).abs().max()) < 0.05
     fp32_bytes = json.loads((fp32_package / "manifest.json").read_text())["files"]["unet.onnx"]
     assert data["files"]["unet.onnx"] < fp32_bytes
     assert not list(path.glob("*fp32*")) and not list(path.glob("*inferred*"))  # intermediates removed
