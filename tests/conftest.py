@@ -29,6 +29,18 @@ def _private_temp(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module of tiny-model tests: faster for tiny models, and they do not fight other
+    processes for the cores (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def shared_assets() -> Path:
     if not SHARED_ASSETS.is_dir():

@@ -26,12 +26,7 @@ from modules.taesd import random_taesd
 TINY_BUILD = dict(calib_prompts=1, calib_steps=2, calib_size=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -69,12 +69,7 @@ KOHYA_PREFIX_XL = {"unet": "lora_unet_", "text_encoder": "lora_te1_text_model_",
 # fixtures and helpers
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
