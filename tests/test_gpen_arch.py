@@ -89,6 +89,13 @@ def upstream_layout(size: int, cm: int, narrow: float) -> dict[str, tuple[int, .
     return sd
 
 
+def random_models_folder(root, seed: int):
+    """``root/GPEN/GPEN-BFR-256.pth`` with random weights in the released layout; returns ``root`` (a models folder)."""
+    (root / "GPEN").mkdir()
+    torch.save(upstream_state_dict(256, 1, 0.5, seed=seed), root / "GPEN" / "GPEN-BFR-256.pth")
+    return root
+
+
 def upstream_state_dict(size, cm, narrow, seed=0) -> dict[str, torch.Tensor]:
     """Random weights in exactly the upstream layout (what a released file holds, values aside)."""
     gen = torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from modules.extensions import load_extensions
 from modules.generation.params import GenerationRequest
 from modules.jobs import JobQueue
 from modules.settings import Settings
-from test_gpen_arch import upstream_state_dict
+from test_gpen_arch import random_models_folder
 
 EXTENSIONS = REPO_ROOT / "extensions"
 MISSING = "models/GPEN/GPEN-BFR-512.pth"
@@ -28,12 +28,7 @@ MISSING = "models/GPEN/GPEN-BFR-512.pth"
 
 @pytest.fixture(scope="module")
 def gpen_models(tmp_path_factory):
-    import torch
-
-    root = tmp_path_factory.mktemp("gpen-ext-models")
-    (root / "GPEN").mkdir()
-    torch.save(upstream_state_dict(256, 1, 0.5, seed=5), root / "GPEN" / "GPEN-BFR-256.pth")
-    return root
+    return random_models_folder(tmp_path_factory.mktemp("gpen-ext-models"), seed=5)
 
 
 def _extensions(models_dir, tmp_path, options=None):

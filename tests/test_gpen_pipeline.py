@@ -2,7 +2,6 @@
 and the whole restore on the 256 model with random weights in the released layout."""
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -13,27 +12,13 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-
-
-def gpen(module: str):
-    if "visage_ext_gpen.main" not in sys.modules:
-        from modules.extensions import load_extensions
-        ext = load_extensions(REPO_ROOT / "extensions", models_dir=REPO_ROOT / "models",
-                              outputs_dir=REPO_ROOT / "outputs")
-        assert "gpen" in ext.loaded, ext.failed
-    return importlib.import_module(f"visage_ext_gpen.{module}")
+from test_gpen_arch import gpen, random_models_folder
 
 
 @pytest.fixture(scope="module")
 def models_256(tmp_path_factory):
     """A models folder holding GPEN-BFR-256.pth with random weights (the real layout, see test_gpen_arch)."""
-    import torch
-    from test_gpen_arch import upstream_state_dict
-
-    root = tmp_path_factory.mktemp("gpen-models")
-    (root / "GPEN").mkdir()
-    torch.save(upstream_state_dict(256, 1, 0.5, seed=3), root / "GPEN" / "GPEN-BFR-256.pth")
-    return root
+    return random_models_folder(tmp_path_factory.mktemp("gpen-models"), seed=3)
 
 
 def _photo(shared_assets, name):
