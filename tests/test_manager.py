@@ -24,6 +24,10 @@ class FakePipe:
     def set_progress_bar_config(self, **kwargs):
         pass
 
+    @property
+    def pipe(self):  # the manager holds backends; this fake is its own pipeline
+        return self
+
 
 def entry(name):
     return ModelEntry(name=name, path=Path(f"/models/{name}"), format="diffusers", family=Family.SD15)

@@ -39,7 +39,7 @@ def test_preset_template_and_infotext(engine):
     result = gen(engine, model="tiny-sd15-diffusers-0", prompt="a young woman", preset="realistic_portrait",
                  seed=3)
     prompt, negative, params = parse_infotext(result.infotexts[0])
-    preset = engine.presets.get("realistic_portrait")
+    preset = engine.preset("realistic_portrait")
     assert prompt == preset.prompt.replace("{prompt}", "a young woman")
     assert negative == preset.negative_prompt
     assert params["Preset"] == "realistic_portrait"
@@ -50,7 +50,7 @@ def test_preset_fills_unset_parameters(engine):
                                             width=64, height=64, steps=2, save=False))
     result = job.wait(120)
     params = parse_infotext(result.infotexts[0])[2]
-    expected = engine.presets.get("anime").params_for(Family.SD15)
+    expected = engine.preset("anime").params_for(Family.SD15)
     assert params["Sampler"] == expected.sampler
     assert float(params["CFG scale"]) == expected.cfg_scale
     assert params.get("Clip skip", "1") == str(expected.clip_skip or 1)
@@ -117,10 +117,11 @@ def test_presets_are_warmed_in_the_background_after_a_load(engine):
     loaded = engine.manager.current
     from modules.generation.encoding import uses_cfg
     from modules.presets import apply_preset
-    for preset in engine.presets.list():
+    from modules.engine.warmup import embedding_key
+    for preset in engine.presets():
         f = apply_preset(preset, "", Family.SDXL)
-        keys.append(engine._cache_key(loaded, "", f["prompt"], f["negative_prompt"],
-                                      uses_cfg(Family.SDXL, f["cfg_scale"]), f["clip_skip"]))
+        keys.append(embedding_key(loaded, "", f["prompt"], f["negative_prompt"],
+                                  uses_cfg(Family.SDXL, f["cfg_scale"]), f["clip_skip"]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(engine.embed_cache.contains(k) for k in keys):
         time.sleep(0.2)
@@ -129,9 +130,7 @@ def test_presets_are_warmed_in_the_background_after_a_load(engine):
 
 def test_warm_up_gives_up_when_encoding_is_slow(engine, monkeypatch):
     """A text encoder slower than WARM_MAX_ENCODE_S (a 4B encoder on a CPU) stops the warm-up after one entry."""
-    import modules.engine as engine_module
-
-    monkeypatch.setattr(engine_module, "WARM_MAX_ENCODE_S", 0.0)
+    monkeypatch.setattr(engine.warmup, "max_encode_s", 0.0)
     engine.switch_model("tiny-zimage-diffusers-0").wait(120)
     assert engine.wait_for_warming(120)
     engine.embed_cache.clear()  # nothing is warming now: only the next load's warm-up adds entries

@@ -123,9 +123,7 @@ class EdgeDecoder:
 
 
 class EdgePipeline:
-    """An edge package loaded for inference. ``edge = True`` tells the engine to route around LoRA patching."""
-
-    edge = True
+    """An edge package loaded for inference (the engine runs it through :class:`modules.backends.edge.EdgeBackend`)."""
 
     def __init__(self, package: Path, *, providers=None, threads: int = 0, engine: str = "onnxruntime",
                  ov_precision: str = "f32"):
@@ -159,17 +157,7 @@ class EdgePipeline:
         self.vae_scale_factor = int(self.manifest.get("vae_scale_factor", 8))
         self.load_seconds = time.perf_counter() - start
 
-    # -- what the model manager and txt2img call ------------------------------------------------
-    def to(self, *_args, **_kwargs) -> "EdgePipeline":
-        return self  # sessions are placed by their execution providers
-
-    def set_progress_bar_config(self, **_kwargs) -> None:
-        pass
-
-    @property
-    def components(self) -> dict:
-        return {}
-
+    # -- decoders --------------------------------------------------------------------------------
     def decoder(self, prefer: str = "vae") -> EdgeDecoder:
         """The VAE decoder when asked for and packaged, else TAESD (and the other way round)."""
         order = ("vae_decoder", "taesd_decoder") if prefer == "vae" else ("taesd_decoder", "vae_decoder")

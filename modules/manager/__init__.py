@@ -21,17 +21,18 @@ from modules.devices import dtype_name, empty_device_cache, resolve_dtype
 from modules.errors import NotReady
 from modules.families import Family
 from modules.registry.entry import ModelEntry
+from modules.states import ModelState
 
 log = logging.getLogger(__name__)
 
-#: (entry, dtype) -> a diffusers pipeline on the CPU
+#: (entry, dtype) -> a backend (modules.backends) holding the model on the CPU; it must have ``to(device)``
 LoaderFn = Callable[[ModelEntry, torch.dtype], object]
 
 
 @dataclass
 class LoadedModel:
     entry: ModelEntry
-    pipe: object
+    backend: object  # modules.backends.base.Backend, chosen when the model loaded
     family: Family
     dtype: torch.dtype
     load_seconds: float = 0.0
@@ -40,10 +41,15 @@ class LoadedModel:
     def key(self) -> str:
         return str(self.entry.path)
 
+    @property
+    def pipe(self):
+        """The backend's pipeline (diffusers pipeline or EdgePipeline)."""
+        return self.backend.pipe
+
 
 @dataclass(frozen=True)
 class ManagerStatus:
-    state: str  # idle | loading | ready | error
+    state: ModelState
     model: str | None
     family: str | None
     message: str
@@ -71,7 +77,7 @@ class ModelManager:
         self.lock = threading.RLock()  # held for every load and every generation
         self._current: LoadedModel | None = None
         self._parked: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._state = "idle"
+        self._state = ModelState.IDLE
         self._message = ""
 
     # -- queries -----------------------------------------------------------------------------
@@ -96,16 +102,16 @@ class ModelManager:
 
     def mark_loading(self, message: str) -> None:
         """Called when a load is queued, so the page says 'loading…' before the worker gets to it."""
-        self._state, self._message = "loading", message
+        self._state, self._message = ModelState.LOADING, message
 
     # -- switching ---------------------------------------------------------------------------
     def activate(self, entry: ModelEntry, on_phase: Callable[[str], None] | None = None) -> LoadedModel:
         """Make ``entry`` the model on the device: from the RAM cache when parked, else from disk."""
         with self.lock:
             if self._current is not None and self._current.key == str(entry.path):
-                self._state, self._message = "ready", ""
+                self._state, self._message = ModelState.READY, ""
                 return self._current
-            self._state, self._message = "loading", f"loading {entry.name}"
+            self._state, self._message = ModelState.LOADING, f"loading {entry.name}"
             try:
                 loaded = self._parked.pop(str(entry.path), None)
                 if on_phase:
@@ -113,30 +119,29 @@ class ModelManager:
                 if loaded is None:
                     loaded = self._load(entry)  # on the CPU; a failure here leaves the current model serving
                 self._park_current()
-                loaded.pipe.to(self.device)
+                loaded.backend.to(self.device)
                 self._current = loaded
             except Exception as exc:
                 still = f" (still using {self._current.entry.name})" if self._current else ""
-                self._state, self._message = "error", f"{exc}{still}"
+                self._state, self._message = ModelState.ERROR, f"{exc}{still}"
                 raise
-            self._state, self._message = "ready", ""
+            self._state, self._message = ModelState.READY, ""
             return loaded
 
     def unload_all(self) -> None:
         with self.lock:
             self._current = None
             self._parked.clear()
-            self._state, self._message = "idle", ""
+            self._state, self._message = ModelState.IDLE, ""
             release_memory(self.device)
 
     def _load(self, entry: ModelEntry) -> LoadedModel:
         dtype = resolve_dtype(self._dtype_setting, self.device, entry.family)
         start = time.perf_counter()
-        pipe = self._loader(entry, dtype)
-        pipe.set_progress_bar_config(disable=True)
+        backend = self._loader(entry, dtype)
         seconds = time.perf_counter() - start
         log.info("loaded %s in %.2f s", entry.name, seconds)
-        return LoadedModel(entry=entry, pipe=pipe, family=entry.family, dtype=dtype, load_seconds=seconds)
+        return LoadedModel(entry=entry, backend=backend, family=entry.family, dtype=dtype, load_seconds=seconds)
 
     def _park_current(self) -> None:
         """Move the current model to CPU RAM (LRU) and free what falls out of the cache."""
@@ -146,7 +151,7 @@ class ModelManager:
         evicted = self.ram_cache == 0
         if not evicted:
             if self.device.type != "cpu":
-                cur.pipe.to("cpu")
+                cur.backend.to("cpu")
                 evicted = True  # device memory was freed: give it back to the driver
             self._parked[cur.key] = cur
         del cur

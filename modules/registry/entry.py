@@ -2,23 +2,27 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from modules.families import Family
 
 
-class ModelFormat:
+class ModelFormat(str, Enum):
     SINGLE_FILE = "single-file"  # A1111/original-layout .safetensors
     DIFFUSERS = "diffusers"  # folder with model_index.json (in models/ or the HF cache)
     EDGE = "edge"  # Visage edge package (ONNX), models/edge/NAME/
     PICKLE = "pickle"  # .ckpt/.pt/.pth: listed, never loaded without an explicit opt-in
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
 class ModelEntry:
     name: str  # what users type: path relative to models/Stable-diffusion without extension, or an HF repo id
     path: Path  # file or folder on disk
-    format: str  # a ModelFormat value
+    format: ModelFormat
     family: Family | None  # None when unsupported
     supported: bool = True
     reason: str = ""  # why unsupported (or a note)
@@ -35,6 +39,7 @@ class ModelEntry:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["path"] = str(self.path)
+        d["format"] = str(self.format)
         d["family"] = self.family.value if self.family else None
         d["title"] = self.title
         return d
