@@ -138,7 +138,7 @@ def cmd_generate(args) -> int:
         engine.switch_model(args.model)
         seed = args.seed
         if seed is None:
-            seed = engine.presets.get(args.preset).seed if args.preset else -1
+            seed = engine.preset(args.preset).seed if args.preset else -1
         request = GenerationRequest(
             prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg_scale=args.cfg,
             seed=seed, width=args.width, height=args.height, sampler=args.sampler,
