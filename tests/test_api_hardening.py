@@ -320,12 +320,13 @@ def test_corrupt_model_gives_clear_error_and_previous_model_keeps_serving(env):
 def test_out_of_memory_during_a_job_frees_memory_and_the_next_job_runs(env, monkeypatch, error):
     import torch
 
-    import modules.engine as engine_module
+    import modules.backends.diffusers as backend_module
+    import modules.engine.generate as runner_module
 
     engine, client, _folders, _outside = env
-    real_txt2img = engine_module.txt2img
+    real_txt2img = backend_module.txt2img
     released = []
-    real_release = engine_module.release_memory
+    real_release = runner_module.release_memory
     calls = {"n": 0}
 
     def failing_once(*args, **kwargs):
@@ -336,8 +337,8 @@ def test_out_of_memory_during_a_job_frees_memory_and_the_next_job_runs(env, monk
                 else MemoryError()
         return real_txt2img(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "txt2img", failing_once)
-    monkeypatch.setattr(engine_module, "release_memory", lambda device: (released.append(device),
+    monkeypatch.setattr(backend_module, "txt2img", failing_once)
+    monkeypatch.setattr(runner_module, "release_memory", lambda device: (released.append(device),
                                                                          real_release(device)))
     r = client.post("/api/v1/generate", json=_tiny(seed=11, save=False))
     assert r.status_code == 500 and r.json()["error"] == "out_of_memory", r.text

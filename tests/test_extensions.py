@@ -433,7 +433,7 @@ def test_one_click_preset_sends_the_checked_postprocessors(env):
     path = engine.settings.presets_dir / "ext_small.json"  # the shipped presets are full-size: slow here
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(small), encoding="utf-8")
-    engine.presets.reload()
+    engine.reload_presets()
     try:
         demo = build_blocks(engine, Translator("en"), extensions=exts)
         select = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "select_preset")
@@ -446,7 +446,7 @@ def test_one_click_preset_sends_the_checked_postprocessors(env):
         assert any(isinstance(v, str) and "Demo invert: v1 seed 5" in v for v in last), last
     finally:
         path.unlink()
-        engine.presets.reload()
+        engine.reload_presets()
 
 
 def test_enable_checkbox_writes_the_settings_file(env, tmp_path):

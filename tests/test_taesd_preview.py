@@ -8,7 +8,7 @@ from PIL import Image
 
 from fixtures_models import make_folders
 from modules.engine import Engine
-from modules.errors import MissingComponent
+from modules.errors import InvalidRequest, MissingComponent
 from modules.families import Family
 from modules.generation.params import GenerationRequest
 from modules.generation.txt2img import txt2img
@@ -156,9 +156,9 @@ def test_missing_taesd(engine, env, tmp_path):
         ok = engine.generate(GenerationRequest(model="tiny15", prompt="x", steps=2, width=64, height=64,
                                                preview_every=1, save=False)).wait(120)
         assert ok.images  # previews are skipped, the image still comes
-        with pytest.raises(MissingComponent, match="taesd"):
+        with pytest.raises(InvalidRequest, match="'taesd' needs TAESD weights"):  # refused before queueing
             engine.generate(GenerationRequest(model="tiny15", prompt="x", steps=2, width=64, height=64,
-                                              decoder="taesd", save=False)).wait(120)
+                                              decoder="taesd", save=False))
     finally:
         (tmp_path / "moved").rename(engine.folders.vae_approx)
 

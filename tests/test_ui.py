@@ -106,7 +106,7 @@ class FakeEngine:
         self.requests: list[GenerationRequest] = []
         self.submitted: list[GenerationRequest] = []
         self.refreshes = 0
-        self.presets = PresetStore([REPO / "presets", root / "presets"], save_dir=root / "presets")
+        self._presets = PresetStore([REPO / "presets", root / "presets"], save_dir=root / "presets")
         self.styles_file = root / "styles.csv"
         self.styles_file.write_text(STYLES_CSV, encoding="utf-8")
         self.stats = CacheStats(hits=3, misses=1, entries=4, bytes=3 * 2**20, max_bytes=256 * 2**20,
@@ -155,6 +155,31 @@ class FakeEngine:
     def cache_stats(self):
         return self.stats
 
+    # presets: the engine's methods, on a real store
+    def presets(self):
+        return self._presets.list()
+
+    def preset(self, preset_id):
+        return self._presets.get(preset_id)
+
+    def save_preset(self, preset):
+        return self._presets.save(preset)
+
+    def delete_preset(self, preset_id):
+        self._presets.delete(preset_id)
+
+    def is_user_preset(self, preset_id):
+        return self._presets.path_of(preset_id).parent.resolve() == self._presets.save_dir.resolve()
+
+    def preset_thumbnail(self, preset_id):
+        return self._presets.thumbnail_path(preset_id)
+
+    def reload_presets(self):
+        self._presets.reload()
+
+    def preset_errors(self):
+        return list(self._presets.errors)
+
     def suggested_models(self):
         return [{"repo_id": "Tongyi-MAI/Z-Image-Turbo", "family": "zimage", "note": "needs >= 16 GB"}]
 
@@ -177,7 +202,7 @@ class FakeEngine:
 
     def generate(self, request: GenerationRequest):
         family = self.current.family
-        req = resolve_prompts(request, family, self.presets, self.styles_file).with_defaults(family)
+        req = resolve_prompts(request, family, self._presets, self.styles_file).with_defaults(family)
         req.check_inputs(family)
         loras = self._wanted_loras(req, family)
         self.submitted.append(request)

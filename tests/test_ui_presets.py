@@ -151,7 +151,7 @@ def test_gallery_puts_presets_for_the_current_family_first(engine, tmp_path):
     data = json.loads((Path(__file__).resolve().parents[1] / "presets" / "anime.json").read_text("utf-8"))
     data["thumbnail"] = "thumb.png"
     (user / "anime.json").write_text(json.dumps(data), encoding="utf-8")  # a user override with a thumbnail
-    engine.presets.reload()
+    engine.reload_presets()
     t = Translator("zh")
     samples, ids = presets_panel.gallery_samples(engine, t)
     assert ids[-1] == "xl_only"  # not made for SD1.5: last, with a note
@@ -175,7 +175,7 @@ def test_page_escapes_preset_names(engine, tmp_path):
         "name": {"zh": "<img src=x onerror=alert(1)>", "en": "<b>x</b>"}, "families": ["sd15"],
         "family_params": {"sd15": {"steps": 20, "cfg_scale": 5, "width": 512, "height": 512,
                                    "sampler": "Euler"}}}), encoding="utf-8")
-    engine.presets.reload()
+    engine.reload_presets()
     samples, ids = presets_panel.gallery_samples(engine, Translator("zh"))
     card = samples[ids.index("evil")][0]
     assert "<img src=x" not in card and "&lt;img src=x" in card
@@ -210,7 +210,7 @@ def test_save_edit_delete_round_trip(engine, tmp_path, capsys):
     assert data["name"]["en"] == "Mine v2" and data["families"] == ["sd15", "zimage"]
     assert data["family_params"]["sd15"]["steps"] == 12 and data["family_params"]["zimage"]["steps"] == 8
     assert "clip_skip" not in data["family_params"]["zimage"] and data["seed"] == 77
-    assert engine.presets.get("mine").name.en == "Mine v2"
+    assert engine.preset("mine").name.en == "Mine v2"
 
     # a one-click generation with it uses the user's prompt and the saved values
     list(handler(demo, "select_preset").fn(*select_args(engine, "mine", prompt="me")))
@@ -234,7 +234,7 @@ def test_deleting_a_built_in_preset_is_refused(engine, lang, expected):
     with pytest.raises(gr.Error) as info:
         handler(demo, "delete").fn(REALISTIC, False, None)
     assert info.value.message == expected
-    assert REALISTIC in engine.presets.ids()
+    assert REALISTIC in {p.id for p in engine.presets()}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -248,13 +248,13 @@ def test_save_explains_what_is_wrong(engine, args, message):
     with pytest.raises(gr.Error) as info:
         save(*args)
     assert message in info.value.message
-    assert "ok" not in engine.presets.ids()
+    assert "ok" not in {p.id for p in engine.presets()}
 
 
 def test_one_name_is_enough_and_load_needs_a_choice(engine):
     t = Translator("en", strict=True)
     presets_panel.make_save(engine, t)(*form_args("solo", zh="", en="Solo"))
-    assert engine.presets.get("solo").name.zh == "Solo"
+    assert engine.preset("solo").name.zh == "Solo"
     with pytest.raises(gr.Error, match="Choose a preset first"):
         presets_panel.make_load(engine, t)(None)
 
@@ -266,7 +266,7 @@ def test_bad_preset_files_are_listed_and_do_not_break_the_page(engine, tmp_path,
                                       '"family_params": {"sd15": {"steps": 999, "cfg_scale": 5, "width": 512, '
                                       '"height": 512, "sampler": "Euler"}}}', encoding="utf-8")
     (user / "notjson.json").write_text("{nope", encoding="utf-8")
-    engine.presets.reload()
+    engine.reload_presets()
     t = Translator("zh", strict=True)
     demo = build_blocks(engine, t)
     table = next(b for b in demo.blocks.values() if isinstance(b, gr.Dataframe) and ZH["presets.col_file"]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from modules.api.names import name_problem
+from modules.names import name_problem
 from modules.generation.params import (
     BACKENDS, DECODERS, MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
 )

@@ -81,7 +81,7 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
     @router.get("/api/v1/presets", response_model=list[PresetItem], tags=["native"])
     def list_presets() -> list[PresetItem]:
         return [PresetItem(**{k: v for k, v in p.to_dict().items() if k in PresetItem.model_fields})
-                for p in engine.presets.list()]
+                for p in engine.presets()]
 
     @router.get("/api/v1/extensions", response_model=list[ExtensionItem], tags=["native"],
                 summary="Extensions: loaded, failed (with the error) or disabled, and what each provides")

@@ -1,6 +1,6 @@
 """What both APIs share: the engine, limits, options, and submitting/awaiting jobs on the one queue.
 
-Requests never run work themselves: they put a job on ``engine.queue`` (the same queue the page uses)
+Requests never run work themselves: they go through ``engine.prepare`` and put a job on the engine's one queue (the same as the page)
 and wait for it without holding a thread. A full queue is an immediate 503 with ``Retry-After``;
 an accepted job always runs, even if its client goes away. Torch-free.
 """
@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from dataclasses import replace
-
+from typing import TYPE_CHECKING
 from starlette.concurrency import run_in_threadpool
 
 from modules.api.errors import to_api_error
 from modules.api.models import ApiLimits
-from modules.api.names import check_name, resolve_lora, resolve_model
 from modules.api.options import OptionsStore
 from modules.errors import InvalidRequest, QueueFull
 from modules.generation.params import GenerationRequest, GenerationResult
-from modules.generation.prompting import resolve_prompts
-from modules.lora import parse_prompt_loras
-from modules.taesd import find_taesd, missing_message
+
+if TYPE_CHECKING:
+    from modules.engine.prepare import PreparedJob
 
 #: how often a waiting request looks at its job (seconds, growing to the maximum)
 POLL_START_S = 0.01
@@ -72,35 +70,16 @@ class ApiRuntime:
         return job.result
 
     # -- requests --------------------------------------------------------------------------------
-    def checked_request(self, req: GenerationRequest) -> GenerationRequest:
-        """``req`` with its model resolved to a registered name inside the model folders, and every
-        LoRA, preset and style name checked (runs in a worker thread: it may scan folders)."""
-        engine = self.engine
-        if req.model:
-            req = replace(req, model=resolve_model(engine, "model", req.model).name)
-        if req.preset:
-            check_name("preset", req.preset)
-        for i, style in enumerate(req.styles):
-            check_name(f"styles.{i}", style)
-        for i, (name, _weight) in enumerate(req.loras):
-            resolve_lora(engine, f"loras.{i}.name", name)
-        for field in ("prompt", "negative_prompt"):
-            _clean, tags = parse_prompt_loras(getattr(req, field))
-            for tag in tags:
-                resolve_lora(engine, field, tag.name)
-        self.check_limits(req)
-        return req
+    def prepare(self, req: GenerationRequest) -> "PreparedJob":
+        """``req`` checked and resolved by the engine (model, preset, styles, LoRAs, decoders: the same rules
+        as the page), then held to this server's limits (runs in a worker thread: it may scan folders)."""
+        prepared = self.engine.prepare(req)
+        self.check_limits(prepared.request)
+        return prepared
 
-    def check_limits(self, req: GenerationRequest) -> None:
+    def check_limits(self, final: GenerationRequest) -> None:
         """The request as it will run (preset and family defaults filled in) must fit the limits."""
-        engine, lim = self.engine, self.limits
-        family = engine.family_of(req.model)
-        entry = engine.registry.get(req.model) if req.model else engine.selected
-        if req.decoder == "taesd" and (entry is None or entry.format != "edge") \
-                and find_taesd(family, engine.folders, self.settings.hf_cache) is None:
-            raise InvalidRequest("decoder", "'taesd' needs TAESD weights, which this server lacks; use 'vae' ("
-                                 + missing_message(family, engine.folders) + ")")
-        final = resolve_prompts(req, family, engine.presets, self.settings.styles_file).with_defaults(family)
+        lim = self.limits
         for field in ("width", "height"):
             value = getattr(final, field)
             if not lim.min_side <= value <= lim.max_side:
@@ -113,7 +92,7 @@ class ApiRuntime:
                                             f"({getattr(final, field)} from the preset or model defaults)")
 
     def _submit_generation(self, req: GenerationRequest):
-        return self.engine.generate(self.checked_request(req))
+        return self.engine.generate(self.prepare(req))
 
     async def generate(self, req: GenerationRequest) -> GenerationResult:
         """Check, queue and await one generation."""
@@ -123,8 +102,7 @@ class ApiRuntime:
     async def switch(self, name: str, field: str = "model"):
         """Switch the current model and wait until it is loaded; returns its registry entry."""
         def start():
-            entry = resolve_model(self.engine, field, name)
-            return self.engine.switch_model(entry.name)
+            return self.engine.switch_model(self.engine.model(name, field).name)
 
         job = await self.submit(start)
         return await self.wait(job)

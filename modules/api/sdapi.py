@@ -18,14 +18,14 @@ from modules.api.models import (
     A1111_IGNORED, A1111_IGNORED_EFFECTIVE, PngInfoRequest, PngInfoResponse, ProgressResponse, ProgressState,
     PromptStyle, RequestModels, Sampler, Scheduler, ScriptsList, SdLora, SdModel, Txt2ImgResponse,
 )
-from modules.api.names import check_name, resolve_model
 from modules.api.runtime import ApiRuntime
 from modules.errors import InvalidRequest
 from modules.families import FAMILIES, FLOW_SAMPLERS, SD_SAMPLERS, Family, family_info
 from modules.generation.params import GenerationRequest, GenerationResult
 from modules.outputs.infotext import parse_infotext, parse_size
 from modules.outputs.saving import read_png_parameters
-from modules.taesd import find_taesd
+from modules.names import check_name
+from modules.registry.entry import ModelFormat
 
 PREFIX = "/sdapi/v1"
 #: infotext keys that have their own place in A1111's ``info``; the rest go to extra_generation_params
@@ -130,20 +130,18 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
         clip_skip = overrides.get("CLIP_stop_at_last_layers", rt.options.get("CLIP_stop_at_last_layers"))
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
             raise InvalidRequest("override_settings.CLIP_stop_at_last_layers", "must be a whole number from 1 to 12")
-        entry = resolve_model(engine, "override_settings.sd_model_checkpoint", model) if model else engine.selected
+        entry = engine.model(model, "override_settings.sd_model_checkpoint") if model else engine.selected
         family = entry.family if entry is not None else engine.family_of(None)
         sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
         restorer = _face_restorer()
         save = bool(body.save_images) and not body.do_not_save_samples and rt.options.get("samples_save")
         every = rt.options.get("show_progress_every_n_steps") if rt.options.get("live_previews_enable") else 0
-        if every > 0 and (entry is None or entry.format != "edge") \
-                and find_taesd(family, engine.folders, rt.settings.hf_cache) is None:
-            every = 0  # no TAESD weights here: no live preview (and no warning per request)
         return GenerationRequest(
             prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
             seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
             batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
-            preview_every=max(0, every), postprocess=[restorer.id] if body.restore_faces and restorer else [])
+            preview_every=max(0, every),  # Engine.prepare turns previews off where TAESD is missing
+            postprocess=[restorer.id] if body.restore_faces and restorer else [])
 
     def _face_restorer():
         """The extension post-processor ``restore_faces: true`` selects (None: none installed)."""
@@ -174,9 +172,9 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
         entries = await run_in_threadpool(engine.models)
         out = []
         for e in entries:
-            if not e.supported or e.format == "edge":
+            if not e.supported or e.format is ModelFormat.EDGE:
                 continue
-            sha = engine.registry.hash_cache.cached_sha256(e.path) if e.path.is_file() else None
+            sha = engine.model_sha256(e)
             out.append(SdModel(title=e.title, model_name=e.name.replace("/", "_"), hash=e.hash, sha256=sha,
                                filename=str(e.path), config=None))
         return out
@@ -188,8 +186,7 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
     @router.get("/options", response_model=dict[str, Any], summary="Options (A1111 keys Visage uses)")
     def get_options() -> dict[str, Any]:
         selected = engine.selected  # what requests without a model run on (a per-request override does not change it)
-        sha = (engine.registry.hash_cache.cached_sha256(selected.path)
-               if selected is not None and selected.path.is_file() else None)
+        sha = engine.model_sha256(selected) if selected is not None else None
         return {"sd_model_checkpoint": selected.title if selected else None, "sd_checkpoint_hash": sha,
                 **rt.options.values(), "sd_checkpoint_cache": rt.settings.ckpt_cache, "samples_format": "png"}
 
@@ -210,8 +207,8 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
 
     @router.get("/progress", response_model=ProgressResponse, summary="The running job's progress")
     def progress(skip_current_image: bool = False) -> ProgressResponse:
-        job = engine.queue.current
-        count = len(engine.queue)
+        job = engine.current_job()
+        count = engine.queue_length()
         if job is None:
             return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(job_count=count))
         p = job.progress

@@ -32,7 +32,7 @@ from modules.loader import load_pipeline
 from modules.lora import LoraInfo, check_compatible, find_lora, lora_folders, scan_loras
 from modules.lora.patcher import LoraPatcher
 from modules.manager import ModelManager
-from modules.names import UnsafeField, inside
+from modules.names import UnsafeField, check_name, inside
 from modules.presets import Preset, PresetStore
 from modules.registry import HashCache, ModelRegistry
 from modules.registry.entry import ModelEntry, ModelFormat
@@ -125,7 +125,7 @@ class Engine:
     def model(self, name: str, field: str = "model") -> ModelEntry:
         """The registered, supported model called ``name`` (name, title, hash or path), inside the model
         folders. ModelNotFound / UnsupportedModel / UnsafeField (naming ``field``) otherwise."""
-        entry = self.registry.get(name)
+        entry = self.registry.get(check_name(field, name))
         if not inside(Path(entry.path), self.model_roots()):
             raise UnsafeField(field, f"{entry.name!r} leads outside the model folders")
         if not entry.supported:

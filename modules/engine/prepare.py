@@ -89,6 +89,8 @@ class Preparer:
             check_name("preset", req.preset)
         for i, style in enumerate(req.styles):
             check_name(f"styles.{i}", style)
+        for tag in parse_prompt_loras(req.negative_prompt)[1]:  # removed from the prompt, never loaded
+            check_name("negative_prompt", tag.name)
 
     def _resolve_loras(self, req: GenerationRequest, entry: ModelEntry, info: BackendInfo) -> list[LoraUse]:
         _clean, tags = parse_prompt_loras(req.prompt)

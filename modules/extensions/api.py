@@ -194,7 +194,7 @@ class ExtensionApi:
         only commands that build one have it)."""
         if self._engine is None:
             raise NotReady(f"extension {self.name}: the engine is not running yet, so no job can be submitted")
-        return self._engine.queue.submit(f"{self.name}:{kind}", fn)
+        return self._engine.submit(f"{self.name}:{kind}", fn)
 
     @property
     def engine_ready(self) -> bool:

@@ -85,7 +85,7 @@ def build_tabs(engine, t: Translator, extensions: ExtensionSet | None) -> list[g
         info = extensions.infos[tab.extension]
 
         def submit(kind, fn, _name=tab.extension):
-            return engine.queue.submit(f"{_name}:{kind}", fn)
+            return engine.submit(f"{_name}:{kind}", fn)
 
         ctx = TabContext(engine=engine, t=t, lang=t.lang, submit=submit, extension=tab.extension,
                          settings=info.api.settings if info.api else {})

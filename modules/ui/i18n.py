@@ -320,6 +320,7 @@ EN: dict[str, str] = {
     "error.out_of_memory": "Out of memory: {detail}",
     "error.merge_error": "Merge failed: {detail}",
     "error.edge_build_error": "Edge build failed: {detail}",
+    "error.unsupported_capability": "Not possible with this model: {detail}",
     # InvalidRequest field names
     "field.prompt": "Prompt",
     "field.negative_prompt": "Negative prompt",
@@ -657,6 +658,7 @@ ZH: dict[str, str] = {
     "error.out_of_memory": "内存不足：{detail}",
     "error.merge_error": "合并失败：{detail}",
     "error.edge_build_error": "边缘包构建失败：{detail}",
+    "error.unsupported_capability": "此模型无法完成该操作：{detail}",
     "field.prompt": "提示词",
     "field.negative_prompt": "反向提示词",
     "field.steps": "采样步数",

@@ -75,11 +75,6 @@ class PresetManager:
 
 # -- plain helpers ---------------------------------------------------------------------------------
 
-def is_user_preset(store, preset_id: str) -> bool:
-    """True when the preset's file is in the store's save folder (so it may be deleted)."""
-    return store.path_of(preset_id).parent.resolve() == Path(store.save_dir).resolve()
-
-
 def ordered_presets(presets: list[Preset], family: Family | str, only_family: bool = False) -> list[Preset]:
     """Presets for ``family`` first (those that list it earliest first), then the others."""
     family = Family(family)
@@ -133,12 +128,11 @@ def card_html(t: Translator, preset: Preset, family: Family | str, thumbnail: st
 
 def gallery_samples(engine, t: Translator, only_family: bool = False) -> tuple[list[list[str]], list[str]]:
     """(Dataset samples, preset ids in the same order) for the current model family."""
-    store = engine.presets
     family = engine.family_of(None)
     samples, ids = [], []
-    for preset in ordered_presets(store.list(), family, only_family):
+    for preset in ordered_presets(engine.presets(), family, only_family):
         try:
-            thumb = _thumbnail_uri(store.thumbnail_path(preset.id)) if preset.thumbnail else None
+            thumb = _thumbnail_uri(engine.preset_thumbnail(preset.id)) if preset.thumbnail else None
         except VisageError:
             thumb = None
         samples.append([card_html(t, preset, family, thumb)])
@@ -148,11 +142,10 @@ def gallery_samples(engine, t: Translator, only_family: bool = False) -> tuple[l
 
 def pick_choices(engine, t: Translator) -> list[tuple[str, str]]:
     """Choices of the manage dropdown: ``name · id`` (🔒 marks built-in presets)."""
-    store = engine.presets
     choices = []
-    for preset in store.list():
+    for preset in engine.presets():
         label = f"{preset.name.get(t.lang)} · {preset.id}"
-        if not is_user_preset(store, preset.id):
+        if not engine.is_user_preset(preset.id):
             label += " 🔒"
         choices.append((label, preset.id))
     return choices
@@ -160,7 +153,7 @@ def pick_choices(engine, t: Translator) -> list[tuple[str, str]]:
 
 def error_rows(engine) -> list[list[str]]:
     """``[file, field, problem]`` for every preset file that could not be loaded."""
-    return [[e.file, e.field, e.problem] for e in engine.presets.errors]
+    return [[e.file, e.field, e.problem] for e in engine.preset_errors()]
 
 
 def errors_title(t: Translator, rows: list) -> str:
@@ -208,7 +201,7 @@ def make_select(engine, t: Translator, generate: Callable, extra_names: tuple[st
             yield (*skip_head, *skip_run)
             return
         try:
-            preset = engine.presets.get(ids[index])
+            preset = engine.preset(ids[index])
             family = engine.family_of(None)
         except VisageError as exc:
             raise ui_error(t, exc) from None
@@ -246,7 +239,7 @@ def make_generate_preset(engine, t: Translator, generate: Callable):
         try:
             if not preset_id:
                 raise InvalidRequest("preset", "is required")
-            preset = engine.presets.get(str(preset_id).strip())
+            preset = engine.preset(str(preset_id).strip())
             values = preset_values(preset, engine.family_of(None))
         except VisageError as exc:
             raise ui_error(t, exc) from None
@@ -264,7 +257,7 @@ def make_reapply(engine, t: Translator):
         if not active:
             return tuple(gr.skip() for _ in PRESET_FIELDS)
         try:
-            preset = engine.presets.get(active)
+            preset = engine.preset(active)
         except VisageError:
             return tuple(gr.skip() for _ in PRESET_FIELDS)
         values = preset_values(preset, engine.family_of(None))
@@ -280,7 +273,7 @@ def make_load(engine, t: Translator):
         if not preset_id:
             raise gr.Error(t("presets.pick_first"), title=t("error.title"), print_exception=False)
         try:
-            preset = engine.presets.get(preset_id)
+            preset = engine.preset(preset_id)
             values = preset_values(preset, engine.family_of(None))
         except VisageError as exc:
             raise ui_error(t, exc) from None
@@ -315,7 +308,7 @@ def preset_from_form(engine, t: Translator, preset_id, name_zh, name_en, descrip
     if family_info(family).supports_clip_skip and clip_skip not in (None, "", 1):
         params["clip_skip"] = int(clip_skip)
     try:
-        existing = engine.presets.get(preset_id)
+        existing = engine.preset(preset_id)
     except InvalidRequest:
         existing = None
     data = existing.to_dict() if existing else {}
@@ -345,7 +338,7 @@ def make_save(engine, t: Translator):
             preset = preset_from_form(engine, t, preset_id, name_zh, name_en, description_zh, description_en,
                                       prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
                                       seed, clip_skip)
-            engine.presets.save(preset)
+            engine.save_preset(preset)
         except VisageError as exc:
             raise ui_error(t, exc) from None
         ui_info(t, t("presets.saved", id=preset.id))
@@ -360,17 +353,16 @@ def make_delete(engine, t: Translator):
     def delete(preset_id, only_family=False, active=None):
         if not preset_id:
             raise gr.Error(t("presets.pick_first"), title=t("error.title"), print_exception=False)
-        store = engine.presets
         try:
-            preset = store.get(preset_id)
-            if not is_user_preset(store, preset_id):
+            preset = engine.preset(preset_id)
+            if not engine.is_user_preset(preset_id):
                 raise gr.Error(t("presets.builtin_refused", name=preset.name.get(t.lang)),
                                title=t("error.title"), print_exception=False)
-            store.delete(preset_id)
+            engine.delete_preset(preset_id)
         except VisageError as exc:
             raise ui_error(t, exc) from None
         ui_info(t, t("presets.deleted", id=preset_id))
-        if active == preset_id and preset_id not in store.ids():
+        if active == preset_id and preset_id not in {p.id for p in engine.presets()}:
             chip = chip_updates(t, None)
         else:
             chip = (gr.skip(),) * 3
@@ -383,8 +375,8 @@ def make_reload(engine, t: Translator):
     """Handler: read the preset folders again."""
 
     def reload(only_family=False):
-        engine.presets.reload()
-        ui_info(t, t("presets.reloaded", count=len(engine.presets.list())))
+        engine.reload_presets()
+        ui_info(t, t("presets.reloaded", count=len(engine.presets())))
         return refresh_updates(engine, t, only_family)
 
     return reload

@@ -1,0 +1,139 @@
+"""Messages by key: the English templates of every keyed message Visage says, and :class:`Message`. Torch-free.
+
+A typed error or a job note carries a *key* and *params* (``Message("rule.between", low=1, high=150)``);
+its English text (``str()``, what logs, the CLI and the API's ``detail`` show) is rendered from :data:`EN`.
+The page translates the same key with the same params from its own table (``modules/ui/i18n.py``), so
+rewording an English template never drops its translation: nothing is matched by text.
+
+Extensions bring their own keys (``<extension>.…``) in every language with :func:`add_catalog`
+(GPEN: ``extensions/gpen/strings.py``). A key missing from a language falls back to English.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from string import Formatter
+from typing import Any
+
+#: English templates. The wording is part of the API (``detail``, ``rule``) and of the CLI's output.
+EN: dict[str, str] = {
+    # InvalidRequest rules (the field is said separately: "steps: must be between 1 and 150")
+    "rule.between": "must be between {low} and {high}",
+    "rule.multiple": "must be a multiple of {n}",
+    "rule.max_chars": "must be text of at most {n} characters",
+    "rule.seed": "must be -1 (random) or between 0 and {high}",
+    "rule.one_of": "must be one of {choices} for {family}",
+    "rule.one_of_not": "must be one of {choices}, not {value!r}",
+    "rule.number": "must be a number",
+    "rule.whole": "must be a whole number",
+    "rule.required": "is required",
+    "rule.no_preset": "no preset named {name!r}",
+    "rule.unknown_styles": "unknown style(s): {names}",
+    "rule.lora_pairs": "must be a list of [name, weight] pairs",
+    "rule.lora_rows": "must be a list of [name, U-Net weight, text-encoder weight] rows",
+    "rule.weights_between": "weights must be between {low} and {high}",
+    "rule.lora_nonzero": "give at least one LoRA with a non-zero weight",
+    "rule.exists": "{name} already exists (choose another name)",
+    "rule.exists_in": "{name} already exists in {folder} (choose another name)",
+    "rule.model_exists": "a model named {name!r} already exists ({file})",
+    "rule.bad_name": "{name!r} is not a usable model name",
+    "rule.diffusers_folder": "a diffusers model is a folder: give a name without .safetensors",
+    "rule.inside_base": "the merged model cannot replace or live inside its base model",
+    # other errors
+    "interrupted.at_step": "interrupted at step {step}/{total}",
+    "capability.unsupported": "{model} runs on the {backend} backend, which cannot do {capability}",
+    # notes of a finished job (GenerationResult.notes)
+    "note.lora_unmatched": "{count} LoRA layer(s) matched no module, e.g. {examples}",
+    "note.lora": "{lora}: {note}",
+    "note.postprocess_failed": "post-processor {id} failed: {kind}: {detail}; the images were kept without it",
+    # notes about a LoRA file (LoraInfo.notes; in a job's notes as "note.lora")
+    "note.lora_no_alpha": "no alpha stored: assuming alpha = rank (scale 1), as diffusers does",
+    "note.lora_dora": "DoRA (PEFT magnitude vectors)",
+    "note.lora_locon": "LoCon: includes convolution layers",
+    "note.lora_zimage_te": "text-encoder weights are ignored (diffusers loads Z-Image LoRAs into the DiT only)",
+    "note.lora_cloneofsimo": "cloneofsimo lora_diffusion (2022) format: converted by Visage (scale 1, no alpha)",
+    "note.lora_embedded_tokens": "embedded textual-inversion tokens {tokens} are not loaded",
+}
+
+#: language -> key -> template, for keys rendered outside the page's own tables (extensions' keys, and
+#: English for everything). The page's tables (modules/ui/i18n.py) come first for the page.
+_CATALOGS: dict[str, dict[str, str]] = {"en": dict(EN)}
+
+
+def add_catalog(tables: Mapping[str, Mapping[str, str]]) -> None:
+    """Add keyed templates per language (``{"en": {...}, "zh": {...}}``); an extension's keys start with
+    its name and a dot. English is required for every key (``str()`` renders it)."""
+    en = tables.get("en", {})
+    for lang, table in tables.items():
+        missing = set(table) - set(en) - set(_CATALOGS["en"])
+        if missing:
+            raise ValueError(f"no English template for {', '.join(sorted(missing))}")
+        _CATALOGS.setdefault(lang, {}).update(table)
+
+
+def catalog(lang: str) -> Mapping[str, str]:
+    """The templates :func:`add_catalog` holds for ``lang`` (English: Visage's :data:`EN` and the extensions')."""
+    return _CATALOGS.get(lang, {})
+
+
+def placeholders(template: str) -> frozenset[str]:
+    """The parameter names a template uses: ``"{n} of {total:.1f}"`` -> {"n", "total"}."""
+    names = set()
+    for _text, name, _spec, _conv in Formatter().parse(template):
+        if name is not None:
+            names.add(name.split(".")[0].split("[")[0])
+    return frozenset(names)
+
+
+def format_template(template: str, params: Mapping[str, Any], lang: str = "en",
+                    translate=None) -> str:
+    """``template`` filled with ``params``; a :class:`Message` param is itself rendered in ``lang``
+    (with ``translate(message)`` when given)."""
+    values = {k: ((translate(v) if translate else v.render(lang)) if isinstance(v, Message) else v)
+              for k, v in params.items()}
+    return template.format(**values) if values else template
+
+
+def render(key: str, params: Mapping[str, Any] | None = None, lang: str = "en") -> str:
+    """The text of message ``key`` in ``lang`` (English when that language lacks it). An unknown key (a bug:
+    tests check every key has a template) renders as the key and its params, never raises."""
+    params = dict(params or {})
+    for table in (catalog(lang), _CATALOGS["en"]):
+        template = table.get(key)
+        if template is not None:
+            try:
+                return format_template(template, params, lang)
+            except (KeyError, IndexError, ValueError):
+                continue
+    return key + (" " + ", ".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+class Message(str):
+    """A keyed message: ``Message("rule.between", low=1, high=150)``.
+
+    It *is* its English text (a ``str``: it joins, compares, serializes and logs as today's f-strings did),
+    and keeps ``key`` and ``params`` so the page can say it in another language.
+    """
+
+    key: str
+    params: dict[str, Any]
+
+    def __new__(cls, key: str, /, **params: Any) -> "Message":
+        self = super().__new__(cls, render(key, params))
+        self.key = key
+        self.params = params
+        return self
+
+    def render(self, lang: str = "en") -> str:
+        return render(self.key, self.params, lang)
+
+    def __getnewargs_ex__(self):  # pickle/copy rebuild from the key, not from the English text
+        return (self.key,), dict(self.params)
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return f"Message({self.key!r}{args})"
+
+
+def as_message(text: str | Message) -> Message | None:
+    """``text`` when it is keyed, else None (free-form text, shown as it is in every language)."""
+    return text if isinstance(text, Message) else None
