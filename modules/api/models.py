@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from modules.names import name_problem
 from modules.generation.params import (
     BACKENDS, DECODERS, MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
 )
+from modules.names import name_problem
 from modules.outputs.saving import MAX_READ_BYTES
 
 

@@ -9,8 +9,8 @@ from modules import __version__
 from modules.api.errors import ERROR_RESPONSES, ApiError
 from modules.api.images import encode_png
 from modules.api.models import (
-    CacheStatsResponse, ExtensionItem, GenerateResponse, Health, Interrupted, LoraItem, ModelInfo, PresetItem, RequestModels,
-    SwitchRequest, SwitchResponse,
+    CacheStatsResponse, ExtensionItem, GenerateResponse, Health, Interrupted, LoraItem, ModelInfo, PresetItem,
+    RequestModels, SwitchRequest, SwitchResponse,
 )
 from modules.api.names import output_file
 from modules.api.runtime import ApiRuntime
@@ -30,8 +30,15 @@ def _relative_files(paths: list[str], outputs: Path) -> list[str]:
 
 def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> APIRouter:
     router = APIRouter(dependencies=dependencies, responses=ERROR_RESPONSES)
+    _job_routes(router, rt, models.generate)
+    _model_routes(router, rt)
+    _list_routes(router, rt)
+    return router
+
+
+def _job_routes(router: APIRouter, rt: ApiRuntime, GenerateRequest) -> None:  # noqa: N803 - a model class
+    """Health and generation."""
     engine = rt.engine
-    GenerateRequest = models.generate
 
     @router.get("/healthz", response_model=Health, tags=["native"], summary="Loading/ready/error and the queue")
     def healthz() -> Health:
@@ -56,6 +63,10 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
                                 files=_relative_files(result.paths, rt.settings.outputs_dir), model=result.model,
                                 elapsed_s=round(result.elapsed_s, 4), notes=result.notes)
 
+
+def _model_routes(router: APIRouter, rt: ApiRuntime) -> None:
+    engine = rt.engine
+
     @router.get("/api/v1/models", response_model=list[ModelInfo], tags=["native"])
     async def list_models(refresh: bool = False) -> list[ModelInfo]:
         entries = await run_in_threadpool(engine.models, refresh)
@@ -70,6 +81,11 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
         entry = await rt.switch(body.model, "model")
         return SwitchResponse(model=entry.title, family=entry.family.value if entry.family else None,
                               state=engine.status().state)
+
+
+def _list_routes(router: APIRouter, rt: ApiRuntime) -> None:
+    """LoRAs, presets, extensions, cache statistics, interrupt and saved outputs."""
+    engine = rt.engine
 
     @router.get("/api/v1/loras", response_model=list[LoraItem], tags=["native"])
     async def list_loras(refresh: bool = False) -> list[LoraItem]:
@@ -109,5 +125,3 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
         if not path.is_file():
             raise ApiError(404, "not_found", f"no saved image named {name!r}")
         return FileResponse(path)
-
-    return router

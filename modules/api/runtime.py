@@ -10,6 +10,7 @@ import asyncio
 import math
 import threading
 from typing import TYPE_CHECKING
+
 from starlette.concurrency import run_in_threadpool
 
 from modules.api.errors import to_api_error

@@ -22,9 +22,9 @@ from modules.api.runtime import ApiRuntime
 from modules.errors import InvalidRequest
 from modules.families import FAMILIES, FLOW_SAMPLERS, SD_SAMPLERS, Family, family_info
 from modules.generation.params import GenerationRequest, GenerationResult
+from modules.names import check_name
 from modules.outputs.infotext import parse_infotext, parse_size
 from modules.outputs.saving import read_png_parameters
-from modules.names import check_name
 from modules.registry.entry import ModelFormat
 
 PREFIX = "/sdapi/v1"
@@ -119,8 +119,15 @@ def _ignored_in_use(body) -> list[str]:
 
 def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> APIRouter:
     router = APIRouter(prefix=PREFIX, dependencies=dependencies, responses=ERROR_RESPONSES, tags=["sdapi"])
+    _generation_routes(router, rt, models.txt2img)
+    _model_routes(router, rt)
+    _progress_routes(router, rt)
+    _list_routes(router, rt)
+    return router
+
+
+def _generation_routes(router: APIRouter, rt: ApiRuntime, Txt2ImgRequest) -> None:  # noqa: N803 - a model class
     engine = rt.engine
-    Txt2ImgRequest = models.txt2img
 
     def _txt2img_request(body) -> GenerationRequest:
         overrides = body.override_settings or {}
@@ -167,6 +174,11 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
             info["face_restoration_model"] = info["extra_generation_params"].get("Face restoration") or restorer.id
         return Txt2ImgResponse(images=images, parameters=body.model_dump(mode="json"), info=json.dumps(info))
 
+
+def _model_routes(router: APIRouter, rt: ApiRuntime) -> None:
+    """Checkpoints and options (``sd_model_checkpoint`` switches the model)."""
+    engine = rt.engine
+
     @router.get("/sd-models", response_model=list[SdModel], summary="Checkpoints Visage can load")
     async def sd_models() -> list[SdModel]:
         entries = await run_in_threadpool(engine.models)
@@ -205,6 +217,10 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
         if checkpoint is not None:
             await rt.switch(checkpoint, "sd_model_checkpoint")
 
+
+def _progress_routes(router: APIRouter, rt: ApiRuntime) -> None:
+    engine = rt.engine
+
     @router.get("/progress", response_model=ProgressResponse, summary="The running job's progress")
     def progress(skip_current_image: bool = False) -> ProgressResponse:
         job = engine.current_job()
@@ -226,6 +242,11 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
     @router.post("/interrupt", response_model=None, summary="Stop the running job (page or API)")
     def interrupt() -> None:
         engine.interrupt()
+
+
+def _list_routes(router: APIRouter, rt: ApiRuntime) -> None:
+    """PNG Info and the lists A1111 clients read (samplers, LoRAs, styles, face restorers, scripts)."""
+    engine = rt.engine
 
     @router.post("/png-info", response_model=PngInfoResponse, summary="Read the infotext of an image")
     async def png_info(body: PngInfoRequest) -> PngInfoResponse:
@@ -274,8 +295,6 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
     @router.get("/scripts", response_model=ScriptsList, summary="No scripts (A1111 clients probe this)")
     def scripts() -> ScriptsList:
         return ScriptsList()
-
-    return router
 
 
 __all__ = ["A1111_IGNORED", "a1111_info", "a1111_sampler", "parameters_dict", "sdapi_router"]

@@ -22,6 +22,8 @@ fmt, dtype`` (see :mod:`modules.ui.merge_tab`).
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from modules.errors import VisageError
@@ -98,86 +100,101 @@ def build_blocks(engine, t: Translator, extensions=None) -> gr.Blocks:
                 top = header_ui.build(engine, t)
             language = gr.Radio([(t(f"lang.{code}"), code) for code in LANGUAGES], value=t.lang,
                                 label=t("lang.label"), scale=0, min_width=230, elem_id="visage_lang")
-        with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
-            with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG) as txt_page:
-                txt = txt2img.build(engine, t, postprocessors=extensions.postprocessors if extensions else ())
-            with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO) as png_page:
-                png = pnginfo.build(engine, t)
-            with gr.Tab(t("tab.history"), id=TAB_HISTORY) as history_page:
-                hist = history_tab.build(engine, t)
-            with gr.Tab(t("tab.models"), id=TAB_MODELS) as models_page:
-                models = models_tab.build(engine, t)
-            with gr.Tab(t("tab.merge"), id=TAB_MERGE) as merge_page:
-                merge = merge_tab.build(engine, t)
-            with gr.Tab(t("tab.edge"), id=TAB_EDGE) as edge_page:
-                edge = edge_tab.build(engine, t)
-            with gr.Tab(t("tab.system"), id=TAB_SYSTEM) as system_page:
-                system = system_tab.build(engine, t)
-                extensions_panel.build_accordion(t, extensions)
-            ext_pages = extensions_panel.build_tabs(engine, t, extensions)
-
-        # the System tab refreshes itself only while it is open
-        for page in (txt_page, png_page, models_page, *ext_pages):
-            page.select(lambda: system_tab.timer_update(False), None, system.timer,
-                        api_visibility="private", queue=False)
-        # opening History also re-reads the outputs folder (images made since the page was built show up)
-        history_refresh = history_tab.make_refresh(engine, t)
-        history_page.select(lambda date: (system_tab.timer_update(False), *history_refresh(date)), hist.date,
-                            [system.timer, hist.date, hist.gallery, hist.names, hist.summary, hist.infotext,
-                             hist.selected], api_visibility="private", show_progress="hidden")
-        # opening the Merge tab also re-reads the model list for its base picker
-        merge_page.select(lambda: (system_tab.timer_update(False), merge_tab.model_list_update(engine)), None,
-                          [system.timer, merge.base], api_visibility="private", queue=False)
-        # opening Build edge re-reads the SD1.5 models it can start from
-        edge_page.select(lambda: (system_tab.timer_update(False), edge_tab.model_list_update(engine)), None,
-                         [system.timer, edge.model], api_visibility="private", queue=False)
-        system_page.select(lambda: system_tab.timer_update(True), None, system.timer,
-                           api_visibility="private", queue=False) \
-            .then(system_tab.make_refresh_all(engine, t), None, system.outputs,
-                  api_visibility="private", show_progress="hidden")
-
-        current_outputs = [top.model, top.status, *txt.family_outputs]
-        switch = top.model.input(header_ui.make_switch(engine, t), top.model, current_outputs,
-                                 api_name="switch_model", show_progress="minimal")
-        refresh = top.refresh.click(lambda: header_ui.current_updates(engine, t, refresh=True), None,
-                                    current_outputs, api_visibility="private", show_progress="hidden")
-        refresh.then(models_tab.make_refresh(engine, t), None, [models.summary, models.table],
-                     api_visibility="private", show_progress="hidden")
-        load = demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
-                         api_visibility="private", show_progress="hidden")
-        # mark the page as settled once the first-load values are in (browser tests wait for it)
-        load.then(None, None, None, js=LOADED_JS, api_visibility="private", queue=False)
-        # a new family re-sorts the preset gallery and the LoRA cards, re-applies the active preset's values
-        for event in (switch, refresh, load):
-            presets_panel.wire_family_change(engine, t, txt, event)
-            lora_panel.wire_family_change(engine, t, txt.loras, event)
-
-        def refresh_choices():
-            return gr.Dropdown(choices=model_choices(engine.models()))
-
-        models.refresh_event.then(refresh_choices, None, top.model, api_visibility="private",
-                                  show_progress="hidden")
-        models.download_event.then(refresh_choices, None, top.model, api_visibility="private",
-                                   show_progress="hidden")
-        # a merged model is listed at once: checkpoint picker, the Merge tab's base list, the Models table
-        merge.merge_event.success(make_after_merge(engine, t), None,
-                                  [top.model, merge.base, models.summary, models.table],
-                                  api_visibility="private", show_progress="hidden")
-
-        # a built package is listed at once in the checkpoint picker and the Models table
-        edge.build_event.success(lambda: (refresh_choices(), *models_tab.make_refresh(engine, t)()), None,
-                                 [top.model, models.summary, models.table], api_visibility="private",
-                                 show_progress="hidden")
-
+        page = _build_tabs(engine, t, extensions)
+        _wire_tab_opening(engine, t, page)
+        _wire_model_events(engine, t, demo, top, page)
         # infotext holds the final prompt (a preset's template already applied): sending it clears the
         # active preset, so that generating again gives the same image
-        for button, source in ((png.send, png.parameters), (hist.send, hist.infotext)):
-            button.click(make_send_to_txt2img(engine, t), source, [*txt.params, tabs], api_visibility="private") \
-                .success(lambda: presets_panel.chip_updates(t, None), None, txt.presets.chip_outputs,
+        for button, source in ((page.png.send, page.png.parameters), (page.hist.send, page.hist.infotext)):
+            button.click(make_send_to_txt2img(engine, t), source, [*page.txt.params, page.tabs],
+                         api_visibility="private") \
+                .success(lambda: presets_panel.chip_updates(t, None), None, page.txt.presets.chip_outputs,
                          api_visibility="private", show_progress="hidden")
         language.input(None, language, None, js=SWITCH_LANG_JS, api_visibility="private", queue=False)
         demo.load(None, None, None, js=KEYS_JS, api_visibility="private", queue=False)
     return demo
+
+
+def _build_tabs(engine, t: Translator, extensions) -> SimpleNamespace:
+    """The tabs, in order; returns each tab's components (``.txt``, ``.models``, …) and page (``.pages``)."""
+    with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
+        with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG) as txt_page:
+            txt = txt2img.build(engine, t, postprocessors=extensions.postprocessors if extensions else ())
+        with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO) as png_page:
+            png = pnginfo.build(engine, t)
+        with gr.Tab(t("tab.history"), id=TAB_HISTORY) as history_page:
+            hist = history_tab.build(engine, t)
+        with gr.Tab(t("tab.models"), id=TAB_MODELS) as models_page:
+            models = models_tab.build(engine, t)
+        with gr.Tab(t("tab.merge"), id=TAB_MERGE) as merge_page:
+            merge = merge_tab.build(engine, t)
+        with gr.Tab(t("tab.edge"), id=TAB_EDGE) as edge_page:
+            edge = edge_tab.build(engine, t)
+        with gr.Tab(t("tab.system"), id=TAB_SYSTEM) as system_page:
+            system = system_tab.build(engine, t)
+            extensions_panel.build_accordion(t, extensions)
+        ext_pages = extensions_panel.build_tabs(engine, t, extensions)
+    pages = SimpleNamespace(txt=txt_page, png=png_page, history=history_page, models=models_page,
+                            merge=merge_page, edge=edge_page, system=system_page, extensions=ext_pages)
+    return SimpleNamespace(tabs=tabs, pages=pages, txt=txt, png=png, hist=hist, models=models, merge=merge,
+                           edge=edge, system=system)
+
+
+def _wire_tab_opening(engine, t: Translator, page: SimpleNamespace) -> None:
+    """What opening a tab refreshes. The System tab refreshes itself only while it is open."""
+    pages, system, hist = page.pages, page.system, page.hist
+    for tab in (pages.txt, pages.png, pages.models, *pages.extensions):
+        tab.select(lambda: system_tab.timer_update(False), None, system.timer,
+                   api_visibility="private", queue=False)
+    # opening History also re-reads the outputs folder (images made since the page was built show up)
+    history_refresh = history_tab.make_refresh(engine, t)
+    pages.history.select(lambda date: (system_tab.timer_update(False), *history_refresh(date)), hist.date,
+                         [system.timer, hist.date, hist.gallery, hist.names, hist.summary, hist.infotext,
+                          hist.selected], api_visibility="private", show_progress="hidden")
+    # opening the Merge tab also re-reads the model list for its base picker
+    pages.merge.select(lambda: (system_tab.timer_update(False), merge_tab.model_list_update(engine)), None,
+                       [system.timer, page.merge.base], api_visibility="private", queue=False)
+    # opening Build edge re-reads the SD1.5 models it can start from
+    pages.edge.select(lambda: (system_tab.timer_update(False), edge_tab.model_list_update(engine)), None,
+                      [system.timer, page.edge.model], api_visibility="private", queue=False)
+    pages.system.select(lambda: system_tab.timer_update(True), None, system.timer,
+                        api_visibility="private", queue=False) \
+        .then(system_tab.make_refresh_all(engine, t), None, system.outputs,
+              api_visibility="private", show_progress="hidden")
+
+
+def _wire_model_events(engine, t: Translator, demo: gr.Blocks, top, page: SimpleNamespace) -> None:
+    """Switching, refreshing, downloading, merging and building keep the checkpoint picker and lists current."""
+    txt, models, merge = page.txt, page.models, page.merge
+    current_outputs = [top.model, top.status, *txt.family_outputs]
+    switch = top.model.input(header_ui.make_switch(engine, t), top.model, current_outputs,
+                             api_name="switch_model", show_progress="minimal")
+    refresh = top.refresh.click(lambda: header_ui.current_updates(engine, t, refresh=True), None,
+                                current_outputs, api_visibility="private", show_progress="hidden")
+    refresh.then(models_tab.make_refresh(engine, t), None, [models.summary, models.table],
+                 api_visibility="private", show_progress="hidden")
+    load = demo.load(lambda: header_ui.current_updates(engine, t), None, current_outputs,
+                     api_visibility="private", show_progress="hidden")
+    # mark the page as settled once the first-load values are in (browser tests wait for it)
+    load.then(None, None, None, js=LOADED_JS, api_visibility="private", queue=False)
+    # a new family re-sorts the preset gallery and the LoRA cards, re-applies the active preset's values
+    for event in (switch, refresh, load):
+        presets_panel.wire_family_change(engine, t, txt, event)
+        lora_panel.wire_family_change(engine, t, txt.loras, event)
+
+    def refresh_choices():
+        return gr.Dropdown(choices=model_choices(engine.models()))
+
+    for event in (models.refresh_event, models.download_event):
+        event.then(refresh_choices, None, top.model, api_visibility="private", show_progress="hidden")
+    # a merged model is listed at once: checkpoint picker, the Merge tab's base list, the Models table
+    merge.merge_event.success(make_after_merge(engine, t), None,
+                              [top.model, merge.base, models.summary, models.table],
+                              api_visibility="private", show_progress="hidden")
+    # a built package is listed at once in the checkpoint picker and the Models table
+    page.edge.build_event.success(lambda: (refresh_choices(), *models_tab.make_refresh(engine, t)()), None,
+                                  [top.model, models.summary, models.table], api_visibility="private",
+                                  show_progress="hidden")
 
 
 def make_after_merge(engine, t: Translator):
