@@ -86,7 +86,7 @@ def prepare_model(work: Path) -> None:
 
     from bench.common import random_pipeline
     from modules.families import Family
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
     from modules.taesd import random_taesd
     from modules.tiny import install_tiny_clip_tokenizer
 

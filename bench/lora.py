@@ -58,7 +58,7 @@ def build_base(folders) -> Path:
 
     from bench.common import random_pipeline
     from modules.families import Family
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
     from modules.tiny import install_tiny_clip_tokenizer
 
     install_tiny_clip_tokenizer(folders)  # tokenization does not affect these timings

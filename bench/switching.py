@@ -22,7 +22,7 @@ def build_models(folders, count: int) -> list[str]:
 
     from bench.common import random_pipeline
     from modules.families import Family
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
     from modules.tiny import install_tiny_clip_tokenizer
 
     install_tiny_clip_tokenizer(folders)  # tokenization does not affect these timings

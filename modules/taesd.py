@@ -36,11 +36,11 @@ def _is_tae_folder(folder: Path) -> bool:
 
 def find_taesd(family: Family | str, folders: Folders, hf_cache: Path | None = None) -> Path | None:
     """The folder of the tiny autoencoder for ``family``, or None when it is not on disk."""
-    from modules.loader.tokenizers import hf_snapshots
+    from modules.checkpoints.hf_cache import repo_snapshots
 
     repo, name = TAESD_REPOS[Family(family)]
     candidates = [folders.vae_approx / name, folders.vae_approx / repo.replace("/", "--")]
-    candidates += [s for s in hf_snapshots(repo, hf_cache)]
+    candidates += repo_snapshots(repo, hf_cache)
     return next((c for c in candidates if _is_tae_folder(c)), None)
 
 

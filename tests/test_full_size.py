@@ -15,7 +15,7 @@ def test_full_size_sd15_single_file_one_step(tmp_path):
     from modules.generation.txt2img import txt2img
     from modules.jobs import Job, JobContext
     from modules.loader import load_pipeline
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
     from modules.tiny import install_tiny_clip_tokenizer
     import torch
 

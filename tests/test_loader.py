@@ -15,10 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fixtures_models import entry_for, make_folders, tiny_folders, tiny_models  # noqa: F401 (fixtures)
+from modules.checkpoints import convert, layouts
+from modules.checkpoints.header import read_header
+from modules.checkpoints.single_file import save_single_file
 from modules.errors import MissingComponent, ModelLoadError, ModelNotFound, UnsupportedModel
 from modules.families import Family
-from modules.loader import CONFIG_ROOT, assemble_config, find_zimage_companion, load_pipeline
-from modules.loader import single_file as sf
+from modules.loader import CONFIG_ROOT, assemble_config, checked_header, find_zimage_companion, load_pipeline
 from modules.loader.tokenizers import (
     BPE_FILE_NAME, CLIP_MERGE_COUNT, build_clip_tokenizer_from_wheel, bytes_to_unicode, find_clip_tokenizer,
     install_clip_tokenizer,
@@ -97,11 +99,11 @@ def test_full_size_unet_and_clip_mapping_round_trips(family):
 
     unet = meta_model(family, "unet")
     state = unet.state_dict()
-    original = {sf.UNET_PREFIX + k: v for k, v in sf.unet_to_original(state, dict(unet.config)).items()}
+    original = {layouts.UNET_PREFIX + k: v for k, v in convert.unet_to_original(state, dict(unet.config)).items()}
     assert _shapes(ref.convert_ldm_unet_checkpoint(original, dict(unet.config))) == _shapes(state)
     clip = meta_model(family, "text_encoder").state_dict()
-    prefix = sf.SD15_CLIP_PREFIX if family == "sd15" else sf.SDXL_CLIP_PREFIX
-    back = ref.convert_ldm_clip_checkpoint({prefix + k: v for k, v in sf.clip_to_original(clip, {}).items()})
+    prefix = layouts.SD15_CLIP_PREFIX if family == "sd15" else layouts.SDXL_CLIP_PREFIX
+    back = ref.convert_ldm_clip_checkpoint({prefix + k: v for k, v in convert.clip_to_original(clip, {}).items()})
     assert {k.removeprefix("text_model."): s for k, s in _shapes(back).items()} == _shapes(clip)
 
 
@@ -110,20 +112,20 @@ def test_full_size_vae_openclip_and_zimage_mapping_round_trip():
 
     vae = meta_model("zimage", "vae")
     state = vae.state_dict()
-    original = {"vae." + k: v for k, v in sf.vae_to_original(state, dict(vae.config)).items()}
+    original = {"vae." + k: v for k, v in convert.vae_to_original(state, dict(vae.config)).items()}
     assert _shapes(ref.convert_ldm_vae_checkpoint(original, dict(vae.config))) == _shapes(state)
 
     te2 = meta_model("sdxl", "text_encoder_2")
     state = te2.state_dict()
-    original = {sf.SDXL_OPENCLIP_PREFIX + k: v for k, v in sf.openclip_to_original(state, {}).items()}
-    assert original[sf.SDXL_OPENCLIP_PREFIX + "transformer.resblocks.31.attn.in_proj_weight"].shape == (3840, 1280)
-    back = ref.convert_open_clip_checkpoint(te2, original, prefix=sf.SDXL_OPENCLIP_PREFIX)
+    original = {layouts.SDXL_OPENCLIP_PREFIX + k: v for k, v in convert.openclip_to_original(state, {}).items()}
+    assert original[layouts.SDXL_OPENCLIP_PREFIX + "transformer.resblocks.31.attn.in_proj_weight"].shape == (3840, 1280)
+    back = ref.convert_open_clip_checkpoint(te2, original, prefix=layouts.SDXL_OPENCLIP_PREFIX)
     assert _shapes(back) == _shapes(state)
 
     dit = meta_model("zimage", "transformer")
     state = dit.state_dict()
-    original = {sf.DIT_PREFIX + k: v for k, v in sf.zimage_dit_to_original(state, {}).items()}
-    assert original[sf.DIT_PREFIX + "layers.29.attention.qkv.weight"].shape == (3 * 3840, 3840)
+    original = {layouts.DIT_PREFIX + k: v for k, v in convert.zimage_dit_to_original(state, {}).items()}
+    assert original[layouts.DIT_PREFIX + "layers.29.attention.qkv.weight"].shape == (3 * 3840, 3840)
     assert _shapes(ref.convert_z_image_transformer_checkpoint_to_diffusers(dict(original))) == _shapes(state)
 
 
@@ -201,10 +203,10 @@ def test_read_header_rejects_bad_lengths(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes((10**9).to_bytes(8, "little") + b"{}")
     with pytest.raises(ModelLoadError, match="x.safetensors"):
-        sf.read_header(path)
+        checked_header(path)
     path.write_bytes(b"\x01")
     with pytest.raises(ModelLoadError):
-        sf.read_header(path)
+        checked_header(path)
 
 
 def test_assemble_config_overrides_with_embedded_configs(tmp_path, tiny_folders):
@@ -223,7 +225,7 @@ def test_assemble_config_overrides_with_embedded_configs(tmp_path, tiny_folders)
 def zimage_dit_only(tmp_path_factory):
     """A Z-Image DiT-only single file (as distributed), plus the pipeline it came from."""
     pipe = tiny_pipeline("zimage", seed=3)
-    path = sf.save_single_file(pipe, "zimage", tmp_path_factory.mktemp("dit") / "dit.safetensors",
+    path = save_single_file(pipe, "zimage", tmp_path_factory.mktemp("dit") / "dit.safetensors",
                                components=("transformer",))
     return path, pipe
 
@@ -251,8 +253,8 @@ def test_zimage_bare_key_dit_with_companion_in_hf_cache(zimage_dit_only, tiny_mo
     """Original DiT keys without the ``model.diffusion_model.`` prefix; companion from the HF cache layout."""
     path, source = zimage_dit_only
     bare = tmp_path / "bare.safetensors"
-    save_file({k.removeprefix(sf.DIT_PREFIX): v for k, v in load_file(str(path)).items()}, str(bare),
-              metadata=sf.read_metadata(path))
+    save_file({k.removeprefix(layouts.DIT_PREFIX): v for k, v in load_file(str(path)).items()}, str(bare),
+              metadata=read_header(path).metadata)
     repo = tmp_path / "hf" / "models--Tongyi-MAI--Z-Image-Turbo"
     shutil.copytree(tiny_models("zimage", "diffusers"), repo / "snapshots" / "abc123")
     (repo / "refs").mkdir()
@@ -345,7 +347,7 @@ def test_install_from_a_tokenizer_folder_copies_it_exactly(tmp_path):
 
 
 def test_loader_modules_do_not_import_torch():
-    code = ("import sys; import modules.loader, modules.loader.tokenizers, modules.loader.single_file, "
+    code = ("import sys; import modules.loader, modules.loader.tokenizers, modules.checkpoints.single_file, modules.checkpoints.convert, "
             "modules.tiny, modules.tiny.tokenizers; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -28,6 +28,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 from fixtures_models import make_folders  # noqa: E402
+from modules.checkpoints.header import read_header  # noqa: E402
 from modules.errors import Interrupted, InvalidRequest, UnsafeName  # noqa: E402
 from modules.families import Family  # noqa: E402
 from modules.loader import load_pipeline  # noqa: E402
@@ -37,7 +38,7 @@ from modules.lora.merge import (  # noqa: E402
     read_merge_info,
 )
 from modules.lora.patcher import LoraPatcher  # noqa: E402
-from modules.registry import HashCache, ModelRegistry, read_header  # noqa: E402
+from modules.registry import HashCache, ModelRegistry  # noqa: E402
 from modules.registry.scan import identify_path  # noqa: E402
 
 TOL = 1e-4
@@ -298,7 +299,8 @@ def test_two_loras_fp16_and_live_adapters_left_alone(env, pipes):
 
 def test_zimage_dit_only_base_gives_dit_only_file(env, pipes, tmp_path):
     """A Z-Image DiT-only base (text encoder/VAE from a companion folder) is merged into a DiT-only file."""
-    from modules.loader.single_file import ZIMAGE_TE_PREFIX, save_single_file
+    from modules.checkpoints.layouts import ZIMAGE_TE_PREFIX
+    from modules.checkpoints.single_file import save_single_file
 
     folders, _ = env
     full, _ = pipes("zimage", "diffusers")  # base-zimage-d in models/ is also the companion folder

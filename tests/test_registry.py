@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from modules.checkpoints.header import SafetensorsHeaderError, read_header
 from modules.errors import ModelNotFound
 from modules.families import Family
 from modules.paths import Folders
-from modules.registry import HashCache, ModelFormat, ModelRegistry, identify_diffusers, identify_keys, read_header
+from modules.registry import HashCache, ModelFormat, ModelRegistry, identify_diffusers, identify_keys
 from modules.registry import hashing
 from modules.registry.identify import (
     LORA_REASON, PICKLE_REASON, REFINER_REASON, SD2_REASON, VAE_REASON, identify_edge_manifest,
 )
-from modules.registry.safetensors_header import SafetensorsHeaderError
 from modules.registry.scan import entry_for_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -529,13 +529,33 @@ def test_get_by_name_title_hash_path(registry):
     assert registry.get(f"renamed [{sd15.hash}]") is sd15
 
 
-def test_get_by_hash_computes_lazily(tmp_path):
+def test_get_by_hash_uses_hashes_cached_after_the_scan(tmp_path):
     folders = make_models(tmp_path)
     reg = ModelRegistry(folders, HashCache(tmp_path / "h.json"), hf_cache=tmp_path / "nohf")
     reg.scan(compute_hashes=False)
     path = folders.checkpoints / "xl" / "sdxl.safetensors"
     want = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    with pytest.raises(ModelNotFound):  # not hashed yet: a hash lookup does not hash files
+        reg.get(want)
+    reg.hash_cache.full_sha256(path)  # hashed meanwhile (e.g. by a merge that read the file)
     assert reg.get(want).name == "xl/sdxl"
+
+
+def test_get_miss_computes_no_hash(tmp_path, monkeypatch):
+    folders = make_models(tmp_path)
+    reg = ModelRegistry(folders, HashCache(tmp_path / "h.json"), hf_cache=tmp_path / "nohf")
+    calls = []
+
+    def spy(path):
+        calls.append(Path(path))
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr(hashing, "sha256_file", spy)
+    for query in ("no-such-model", "deadbeef00", "no-such-model [0123456789]", "ab" * 32):
+        with pytest.raises(ModelNotFound):
+            reg.get(query)  # the first call also scans (without hashing)
+    assert calls == []
+    assert reg.get("sd15").hash is None
 
 
 def test_get_unknown_lists_close_names(registry):

@@ -10,9 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from fixtures_models import entry_for, tiny_folders, tiny_models  # noqa: F401 (fixtures)
+from modules.checkpoints.single_file import CONFIGS_KEY, FAMILY_KEY, TOKENIZER_KEY, save_single_file
 from modules.families import Family
 from modules.loader import load_pipeline
-from modules.loader.single_file import CONFIGS_KEY, FAMILY_KEY, TOKENIZER_KEY, save_single_file
 from modules.tiny import make_tiny_model
 from modules.tiny.tokenizers import QWEN_CHAT_TEMPLATE, tiny_clip_vocab_size, tiny_qwen_tokenizer
 

@@ -1,8 +1,9 @@
-"""Read a .safetensors header (tensor names, dtypes, shapes, metadata) without loading weights.
+"""The one safetensors header reader: tensor names, dtypes, shapes and metadata, without loading weights.
 
 Format: 8-byte little-endian header length N, then N bytes of UTF-8 JSON, then the raw data.
 Every bound is checked so that empty, truncated or garbage files give a short reason instead
-of a crash. Torch-free and numpy-free.
+of a crash; a file whose tensors run past its end is reported as truncated. One size limit for the
+whole project: :data:`MAX_HEADER_BYTES`, the safetensors library's own. Torch-free and numpy-free.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from modules.errors import ModelLoadError
 
@@ -120,3 +122,13 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     except OSError as exc:
         raise SafetensorsHeaderError(f"cannot read file: {exc.strerror or exc}") from None
     return parse_header(first + rest, file_size)
+
+
+def data_start(f: BinaryIO) -> int:
+    """Offset of the data section of the open safetensors file ``f`` (read from its first 8 bytes);
+    0 when the file is too short to have one. Leaves ``f`` positioned after those bytes."""
+    first = f.read(8)
+    if len(first) < 8:
+        return 0
+    (n,) = struct.unpack("<Q", first)
+    return 8 + n

@@ -17,6 +17,7 @@ import torch
 from modules.backends.base import Capability
 from modules.backends.diffusers import DiffusersBackend
 from modules.backends.taesd import TaesdSource
+from modules.checkpoints.hf_cache import default_hf_cache
 from modules.devices import resolve_device, vram_info
 from modules.downloads import SUGGESTED, download_repo
 from modules.embedding_cache import CacheStats, EmbeddingCache
@@ -36,7 +37,6 @@ from modules.names import UnsafeField, check_name, inside
 from modules.presets import Preset, PresetStore
 from modules.registry import HashCache, ModelRegistry
 from modules.registry.entry import ModelEntry, ModelFormat
-from modules.registry.scan import default_hf_cache
 from modules.settings import REPO_ROOT, Settings
 from modules.states import ModelState
 from modules.styles import Style, load_styles

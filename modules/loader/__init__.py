@@ -5,7 +5,7 @@
   ``modules/loader/configs/<family>/`` (the released models' configs), the configs embedded by Visage
   (``visage.configs`` metadata) and the CLIP tokenizer found by :func:`tokenizers.find_clip_tokenizer`.
 * Z-Image single files: the DiT comes from the file; text encoder, VAE and tokenizer come from the same file
-  when embedded (Visage's all-in-one layout, see :mod:`modules.loader.single_file`), otherwise from a
+  when embedded (Visage's all-in-one layout, see :mod:`modules.checkpoints.layouts`), otherwise from a
   "companion" diffusers Z-Image folder: a ``ZImagePipeline`` folder in ``models/Stable-diffusion`` or the
   Hugging Face cache copy of ``Tongyi-MAI/Z-Image-Turbo``.
 
@@ -19,12 +19,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from modules.checkpoints.header import SafetensorsHeader, SafetensorsHeaderError, read_header
+from modules.checkpoints.hf_cache import repo_snapshots
+from modules.checkpoints.layouts import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
+from modules.checkpoints.single_file import TOKENIZER_KEY, embedded_configs
 from modules.errors import MissingComponent, ModelLoadError, ModelNotFound, UnsupportedModel, VisageError
 from modules.families import Family, family_info
-from modules.loader.single_file import (
-    TOKENIZER_KEY, ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX, embedded_configs, read_header,
-)
-from modules.loader.tokenizers import CLIP_FILES, find_clip_tokenizer, hf_snapshots
+from modules.loader.tokenizers import CLIP_FILES, find_clip_tokenizer
 from modules.paths import Folders
 from modules.registry.entry import ModelEntry, ModelFormat
 
@@ -102,9 +103,17 @@ def assemble_config(family: Family, out: Path, configs: dict[str, dict] | None =
     return folder
 
 
+def checked_header(path: Path) -> SafetensorsHeader:
+    """The safetensors header of ``path``; ModelLoadError naming the file if it is not complete and well-formed."""
+    try:
+        return read_header(path)
+    except SafetensorsHeaderError as exc:
+        raise ModelLoadError(f"{Path(path).name}: {exc}; download or copy it again") from None
+
+
 def _check_files(folder: Path) -> None:
     for weights in sorted(folder.glob("*/*.safetensors")):
-        read_header(weights)
+        checked_header(weights)
 
 
 def _check_loaded(pipe, path: Path) -> None:
@@ -133,7 +142,7 @@ def _load_diffusers(path: Path, family: Family, dtype):
 
 def _load_sd_file(path: Path, family: Family, folders: Folders, hf_cache: Path | None, dtype):
     is_safetensors = path.suffix.lower() == ".safetensors"
-    metadata = (read_header(path).get("__metadata__") or {}) if is_safetensors else {}
+    metadata = checked_header(path).metadata if is_safetensors else {}
     clip = find_clip_tokenizer(folders, hf_cache)
     with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp, _load_errors(path):
         config = assemble_config(family, Path(tmp), embedded_configs(metadata), clip)
@@ -153,7 +162,7 @@ def find_zimage_companion(folders: Folders, hf_cache: Path | None, for_file: str
     """A diffusers Z-Image folder to take the text encoder, tokenizer, VAE and scheduler from."""
     root = folders.checkpoints
     local = sorted([*root.glob("*/model_index.json"), *root.glob("*/*/model_index.json")]) if root.is_dir() else []
-    for folder in [p.parent for p in local] + hf_snapshots(ZIMAGE_REPO, hf_cache):
+    for folder in [p.parent for p in local] + repo_snapshots(ZIMAGE_REPO, hf_cache):
         if _is_zimage_folder(folder):
             return folder
     raise MissingComponent(
@@ -209,9 +218,9 @@ def _split_zimage(path: Path) -> tuple[dict, dict, dict]:
 def _load_zimage_file(path: Path, folders: Folders, hf_cache: Path | None, dtype):
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 
-    header = read_header(path)
-    metadata = header.get("__metadata__") or {}
-    embedded = TOKENIZER_KEY in metadata and all(any(k.startswith(p) for k in header)
+    header = checked_header(path)
+    metadata = header.metadata
+    embedded = TOKENIZER_KEY in metadata and all(any(k.startswith(p) for k in header.tensors)
                                                  for p in (ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX))
     companion = None if embedded else find_zimage_companion(folders, hf_cache, path.name)
     with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp, _load_errors(path):

@@ -24,6 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from modules.checkpoints.hf_cache import repo_snapshots
 from modules.errors import DownloadError, MissingComponent
 from modules.paths import Folders
 
@@ -128,24 +129,9 @@ def _has_clip_files(folder: Path) -> bool:
     return all((folder / name).is_file() for name in CLIP_FILES)
 
 
-def _default_hf_cache() -> Path:
-    from huggingface_hub import constants  # torch-free
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def hf_snapshots(repo_id: str, hf_cache: Path | None) -> list[Path]:
-    """Snapshot folders of ``repo_id`` in the HF cache, the one ``refs/main`` names first."""
-    repo_dir = (hf_cache or _default_hf_cache()) / ("models--" + repo_id.replace("/", "--"))
-    snapshots = sorted((repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []
-    ref = repo_dir / "refs" / "main"
-    main = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
-    return sorted(snapshots, key=lambda p: p.name != main)
-
-
 def _hf_cache_clip(hf_cache: Path | None) -> Path | None:
     for repo_id, sub in HF_CLIP_SOURCES:
-        for snapshot in hf_snapshots(repo_id, hf_cache):
+        for snapshot in repo_snapshots(repo_id, hf_cache):
             if _has_clip_files(snapshot / sub):
                 return snapshot / sub
     return None

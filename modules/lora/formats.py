@@ -443,7 +443,7 @@ def info_from_analysis(path: Path, name: str, analysis: KeyAnalysis, *, size_byt
 
 def inspect_lora(path: str | Path, name: str | None = None, rel_name: str = "") -> LoraInfo:
     """Describe one LoRA file from its safetensors header (weights are never read)."""
-    from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
+    from modules.checkpoints.header import SafetensorsHeaderError, read_header
 
     path = Path(path)
     name = name or path.stem

@@ -11,7 +11,7 @@ How (:func:`merge_loras`):
    ``fuse_lora(lora_scale=1)`` computes, as one in-place ``addmm`` per plain LoRA layer; PEFT's own merge
    for other layer kinds), then ``unload_lora_weights``: the saved state dict holds no LoRA keys.
 3. Tensors are cast to the output dtype by replacing them (never in place), then written:
-   a single ``.safetensors`` via :func:`~modules.loader.single_file.save_single_file` with metadata
+   a single ``.safetensors`` via :func:`~modules.checkpoints.single_file.save_single_file` with metadata
    ``visage.merge`` (JSON: base, LoRAs with hashes and weights, dtype, date), or a diffusers folder with the
    same JSON in ``visage_merge.json``.
 
@@ -120,7 +120,7 @@ def merge_metadata(base: ModelEntry, base_hash: str | None, loras: Sequence[Merg
 
 def read_merge_info(path: str | os.PathLike) -> dict | None:
     """The ``visage.merge`` record of a merged model (single file or diffusers folder), else None."""
-    from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
+    from modules.checkpoints.header import SafetensorsHeaderError, read_header
 
     path = Path(path)
     try:
@@ -366,8 +366,8 @@ def _cast_module(model, dtype) -> None:
 
 def _zimage_file_components(entry: ModelEntry) -> tuple[str, ...] | None:
     """("transformer",) when the Z-Image base is a DiT-only file, else None (all components)."""
-    from modules.loader.single_file import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
-    from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
+    from modules.checkpoints.layouts import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
+    from modules.checkpoints.header import SafetensorsHeaderError, read_header
 
     if entry.format != ModelFormat.SINGLE_FILE:
         return None
@@ -517,7 +517,7 @@ def _load_adapters(work, family: Family, components: Sequence[str], wanted: dict
 def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_entry: ModelEntry,
            overwrite: bool, stop: Callable[[], bool], at: tuple[int, int]) -> None:
     """Write under a temp name, then rename; a stop request seen before the rename discards the temp."""
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     clear_stale_temps(out_path)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modules.checkpoints.header import data_start
 from modules.errors import ModelNotFound
 from modules.lora.formats import LoraInfo, inspect_lora, with_hashes
 
@@ -102,12 +102,7 @@ def addnet_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         if str(path).lower().endswith(".safetensors"):
-            first = f.read(8)
-            if len(first) == 8:
-                (n,) = struct.unpack("<Q", first)
-                f.seek(8 + n)
-            else:
-                f.seek(0)
+            f.seek(data_start(f))
         while True:
             chunk = f.read(CHUNK_BYTES)
             if not chunk:

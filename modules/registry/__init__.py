@@ -6,9 +6,8 @@ from modules.registry.entry import ModelEntry, ModelFormat
 from modules.registry.hashing import HashCache
 from modules.registry.identify import Identification, identify_diffusers, identify_edge_manifest, identify_keys
 from modules.registry.registry import ModelRegistry, entry_hash
-from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
 
 __all__ = [
-    "HashCache", "Identification", "ModelEntry", "ModelFormat", "ModelRegistry", "SafetensorsHeaderError",
-    "entry_hash", "identify_diffusers", "identify_edge_manifest", "identify_keys", "read_header",
+    "HashCache", "Identification", "ModelEntry", "ModelFormat", "ModelRegistry", "entry_hash",
+    "identify_diffusers", "identify_edge_manifest", "identify_keys",
 ]

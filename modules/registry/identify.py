@@ -11,6 +11,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from modules.checkpoints.layouts import (
+    DENOISER_PREFIX, LDM_UNET_BLOCKS, LDM_VAE_PREFIX, REFINER_OPENCLIP_PREFIX, SD2_OPENCLIP_PREFIX, SD15_CLIP_PREFIX,
+    SD_TEXT_PREFIX, SDXL_CLIP_EMBEDDER, SDXL_EMBEDDERS_PREFIX, SDXL_OPENCLIP_EMBEDDER, ZIMAGE_VAE_PREFIX,
+)
+from modules.checkpoints.lora_keys import CLONEOFSIMO_ANY_KEY, LORA_KEY_MARKERS, LORA_KEY_PREFIXES
 from modules.families import Family
 
 # Reasons shown to users (kept short; the UI shows them next to the file name).
@@ -39,7 +44,7 @@ TEXT_ENCODER = "text-encoder"
 UPSCALER = "upscaler"
 UNKNOWN = "unknown"
 
-DM = "model.diffusion_model."  # original (A1111/ComfyUI) prefix of the denoiser
+DM = DENOISER_PREFIX  # original (A1111/ComfyUI) prefix of the denoiser
 
 
 @dataclass
@@ -65,12 +70,6 @@ def unsupported(reason: str, kind: str = CHECKPOINT, **details) -> Identificatio
 # single-file (safetensors) checkpoints
 # ---------------------------------------------------------------------------------------------
 
-_LORA_MARKERS = (
-    ".lora_up.", ".lora_down.", ".lora_A.", ".lora_B.", ".lora.up.", ".lora.down.", "lora_magnitude_vector",
-    ".hada_w1_", ".hada_w2_", ".lokr_w1", ".lokr_w2", ".oft_blocks", ".oft_diag",
-)
-_LORA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_transformer_", "lycoris_")
-_CLONEOFSIMO_LORA = re.compile(r"^(unet|text_encoder(_2)?):\d+:(up|down)$")
 _EMBEDDING_KEYS = frozenset({"emb_params", "string_to_param", "string_to_token", "clip_l", "clip_g", "name", "step"})
 _CONTROLNET_PREFIXES = ("control_model.", "controlnet_cond_embedding.", "input_hint_block.", "controlnet_blocks.",
                         "control_layers.", "control_all_x_embedder.", "control_noise_refiner.")
@@ -130,13 +129,13 @@ def _identify_sd_unet(keys: list[str], shapes: Mapping[str, Sequence[int]]) -> I
 
     if "edm_mean" in shapes or "edm_std" in shapes:
         return unsupported("looks like Playground v2.5 (SDXL with EDM sampling), which is not supported", **details)
-    if _any_prefix(keys, "conditioner.embedders.0.model.") and not _any_prefix(keys, "conditioner.embedders.1."):
+    if _any_prefix(keys, REFINER_OPENCLIP_PREFIX) and not _any_prefix(keys, SDXL_OPENCLIP_EMBEDDER):
         return unsupported(REFINER_REASON, **details)
-    if _any_prefix(keys, "conditioner.embedders."):
+    if _any_prefix(keys, SDXL_EMBEDDERS_PREFIX):
         family = Family.SDXL
-    elif _any_prefix(keys, "cond_stage_model.model."):  # OpenCLIP text encoder: SD 2.x
+    elif _any_prefix(keys, SD2_OPENCLIP_PREFIX):  # OpenCLIP text encoder: SD 2.x
         return unsupported(SD2_REASON, **details)
-    elif _any_prefix(keys, "cond_stage_model.transformer."):  # CLIPTextModel: SD 1.x
+    elif _any_prefix(keys, SD15_CLIP_PREFIX):  # CLIPTextModel: SD 1.x
         family = Family.SD15
     elif has_label_emb:  # SDXL U-Net without its text encoders (or the SD2 unCLIP variants)
         if ctx == 1280:
@@ -159,14 +158,14 @@ def _identify_sd_unet(keys: list[str], shapes: Mapping[str, Sequence[int]]) -> I
     if in_channels == 8:
         return unsupported(PIX2PIX_REASON, **details)
     components = ["unet"]
-    if _any_prefix(keys, "first_stage_model."):
+    if _any_prefix(keys, LDM_VAE_PREFIX):
         components.append("vae")
-    if family is Family.SD15 and _any_prefix(keys, "cond_stage_model."):
+    if family is Family.SD15 and _any_prefix(keys, SD_TEXT_PREFIX):
         components.append("text_encoder")
     if family is Family.SDXL:
-        if _any_prefix(keys, "conditioner.embedders.0."):
+        if _any_prefix(keys, SDXL_CLIP_EMBEDDER):
             components.append("text_encoder")
-        if _any_prefix(keys, "conditioner.embedders.1."):
+        if _any_prefix(keys, SDXL_OPENCLIP_EMBEDDER):
             components.append("text_encoder_2")
     return ok(family, components=components, **details)
 
@@ -179,7 +178,7 @@ def _identify_zimage(keys: list[str], core: set[str]) -> Identification | None:
     prefix = DM if _any_prefix(keys, DM) else ""
     layout = "diffusers" if _any_prefix(core, "all_x_embedder.") else "original"
     components = ["transformer"]
-    if _any_prefix(keys, "vae.", "first_stage_model."):
+    if _any_prefix(keys, ZIMAGE_VAE_PREFIX, LDM_VAE_PREFIX):
         components.append("vae")
     if _any_prefix(keys, "text_encoders.", "text_encoder.", "cond_stage_model."):
         components.append("text_encoder")
@@ -191,8 +190,8 @@ def _identify_by_keys(shapes: Mapping[str, Sequence[int]]) -> Identification:
     if not keys:
         return unsupported("the file contains no tensors", kind=UNKNOWN)
 
-    if _any_prefix(keys, *_LORA_PREFIXES) or any(m in k for k in keys for m in _LORA_MARKERS) \
-            or any(_CLONEOFSIMO_LORA.match(k) for k in keys):
+    if _any_prefix(keys, *LORA_KEY_PREFIXES) or any(m in k for k in keys for m in LORA_KEY_MARKERS) \
+            or any(CLONEOFSIMO_ANY_KEY.match(k) for k in keys):
         return unsupported(LORA_REASON, kind=LORA)
     if set(keys) <= _EMBEDDING_KEYS:
         return unsupported(EMBEDDING_REASON, kind=EMBEDDING)
@@ -202,7 +201,7 @@ def _identify_by_keys(shapes: Mapping[str, Sequence[int]]) -> Identification:
                                                        for k in core):
         return unsupported(CONTROLNET_REASON, kind=CONTROLNET)
 
-    if _any_prefix(keys, DM + "input_blocks.", DM + "middle_block.", DM + "output_blocks."):
+    if _any_prefix(keys, *(DM + b for b in LDM_UNET_BLOCKS)):
         return _identify_sd_unet(keys, shapes)
 
     zimage = _identify_zimage(keys, core)
@@ -214,11 +213,11 @@ def _identify_by_keys(shapes: Mapping[str, Sequence[int]]) -> Identification:
         if _any_prefix(core, prefix):
             return unsupported(f"looks like {label}, which is not supported")
 
-    if all(k.startswith(_VAE_PREFIXES) for k in keys) or all(k.startswith("first_stage_model.") for k in keys):
+    if all(k.startswith(_VAE_PREFIXES) for k in keys) or all(k.startswith(LDM_VAE_PREFIX) for k in keys):
         return unsupported(VAE_REASON, kind=VAE)
     if "conv_in.weight" in shapes and _any_prefix(keys, "down_blocks.") and _any_prefix(keys, "time_embedding."):
         return unsupported(BARE_UNET_REASON, kind=UNKNOWN)
-    if _any_prefix(keys, *_TEXT_ENCODER_PREFIXES) and not _any_prefix(keys, "model.diffusion_model."):
+    if _any_prefix(keys, *_TEXT_ENCODER_PREFIXES) and not _any_prefix(keys, DM):
         return unsupported(TEXT_ENCODER_REASON, kind=TEXT_ENCODER)
     if "conv_first.weight" in shapes or ("model.0.weight" in shapes and _any_prefix(keys, "model.1.sub.")):
         return unsupported(UPSCALER_REASON, kind=UPSCALER)

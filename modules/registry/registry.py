@@ -10,6 +10,7 @@ import re
 import threading
 from pathlib import Path
 
+from modules.checkpoints.hf_cache import default_hf_cache
 from modules.errors import ModelNotFound
 from modules.paths import Folders
 from modules.registry.entry import ModelEntry, ModelFormat
@@ -17,7 +18,7 @@ from modules.registry.hashing import (
     DIFFUSERS_HASH_NAMES, DIFFUSERS_HASH_SUFFIXES, EDGE_HASH_NAMES, EDGE_HASH_SUFFIXES, HashCache, short_hash,
 )
 from modules.registry.scan import (
-    CHECKPOINT_SUFFIXES, dedupe_names, default_hf_cache, identify_path, scan_checkpoints, scan_edge, scan_hf_cache,
+    CHECKPOINT_SUFFIXES, dedupe_names, identify_path, scan_checkpoints, scan_edge, scan_hf_cache,
 )
 
 _TITLE = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]\s*$")
@@ -99,7 +100,8 @@ class ModelRegistry:
     # -- lookup -------------------------------------------------------------------------------
     def get(self, query: str | os.PathLike) -> ModelEntry:
         """Find a registered model by name, name with extension, A1111 title ``name [hash]``,
-        short (10-hex) or full sha256 hash, or path. Scans once if never scanned.
+        short (10-hex) or full sha256 hash, or path. Scans once if never scanned (without hashing).
+        Hash lookups use known (cached) hashes only: a miss never hashes a file.
         Raises ModelNotFound naming close matches."""
         with self._lock:
             scanned = self._scanned
@@ -163,11 +165,16 @@ class ModelRegistry:
         hit = next((e for e in entries if matches(e)), None)
         if hit:
             return hit
-        for e in entries:  # hashes not computed yet (scan(compute_hashes=False)): compute lazily
+        # Hashes cached since the scan (ensure_hash, another registry): read from the cache, never computed,
+        # so a lookup that misses costs no file reads however many models there are.
+        for e in entries:
             if e.hash is None and e.supported:
-                self.ensure_hash(e)
-                if matches(e):
-                    return e
+                value = entry_hash(self.hash_cache, e, compute=False)
+                if value is not None:
+                    with self._lock:
+                        e.hash = value
+                    if matches(e):
+                        return e
         return None
 
     @staticmethod

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from modules.checkpoints.header import SafetensorsHeaderError, read_header
+from modules.checkpoints.hf_cache import cached_repo_folders, repo_id_of, snapshots
 from modules.registry.entry import ModelEntry, ModelFormat
 from modules.registry.hashing import DIFFUSERS_HASH_NAMES, DIFFUSERS_HASH_SUFFIXES, folder_hash_files
 from modules.registry.identify import (
     GGUF_REASON, PICKLE_REASON, Identification, identify_diffusers, identify_edge_manifest, identify_keys,
     unsupported, UNKNOWN,
 )
-from modules.registry.safetensors_header import SafetensorsHeaderError, read_header
 
 log = logging.getLogger(__name__)
 
@@ -262,29 +263,8 @@ def scan_checkpoints(root: Path, allow_pickle: bool = False) -> list[ModelEntry]
     return entries
 
 
-def default_hf_cache() -> Path:
-    """huggingface_hub's cache folder (honours HF_HUB_CACHE / HF_HOME). Imported lazily."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def _pick_snapshot(repo_dir: Path) -> Path | None:
-    snapshots = repo_dir / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        try:
-            commit = ref.read_text(encoding="utf-8").strip()
-        except OSError:
-            commit = ""
-        if commit and is_diffusers_folder(snapshots / commit):
-            return snapshots / commit
-    candidates = [s for s in snapshots.iterdir() if s.is_dir() and is_diffusers_folder(s)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda s: (s.stat().st_mtime_ns, s.name))
+    return next((s for s in snapshots(repo_dir) if is_diffusers_folder(s)), None)
 
 
 def scan_hf_cache(cache_dir: Path) -> list[ModelEntry]:
@@ -292,16 +272,11 @@ def scan_hf_cache(cache_dir: Path) -> list[ModelEntry]:
 
     Reads the folder layout only: no network, no huggingface_hub API calls."""
     entries = []
-    if not cache_dir.is_dir():
-        return entries
-    for repo_dir in sorted(cache_dir.glob("models--*")):
-        if not repo_dir.is_dir():
-            continue
+    for repo_dir in cached_repo_folders(cache_dir):
         snapshot = _pick_snapshot(repo_dir)
         if snapshot is None:
             continue
-        repo_id = repo_dir.name[len("models--"):].replace("--", "/")
-        entry = entry_for_diffusers_folder(snapshot, repo_id, source="hf-cache")
+        entry = entry_for_diffusers_folder(snapshot, repo_id_of(repo_dir), source="hf-cache")
         entry.details["revision"] = snapshot.name
         entries.append(entry)
     return entries

@@ -2,7 +2,7 @@
 
 ``make_tiny_model("sd15", "diffusers", out)`` writes a diffusers folder (``model_index.json``);
 ``make_tiny_model("sdxl", "single-file", out)`` writes one ``.safetensors`` in the original (A1111/ComfyUI)
-layout via :func:`modules.loader.single_file.save_single_file`.
+layout via :func:`modules.checkpoints.single_file.save_single_file`.
 
 Tiny SD1.5/SDXL single files carry no tokenizer (like real A1111 files): the loader looks for the CLIP
 tokenizer in ``models/tokenizers/clip-vit-large-patch14``; tests put the tiny one there with
@@ -27,7 +27,7 @@ def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) ->
 
     For "single-file", ``out`` is the file (``.safetensors`` is appended when missing).
     """
-    from modules.loader.single_file import save_single_file
+    from modules.checkpoints.single_file import save_single_file
     from modules.tiny.components import tiny_pipeline
 
     family = Family(family)
