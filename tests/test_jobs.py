@@ -83,3 +83,26 @@ def test_cancelled_before_start_never_runs(q):
     with pytest.raises(Interrupted):
         queued.wait(5)
     assert ran == []
+
+
+def test_expected_errors_log_one_line_unexpected_ones_a_traceback(q, caplog):
+    """A typed error (bad input, missing file, LoRA that does not fit) is explained: one log line, no
+    traceback. An unexpected exception keeps its traceback for whoever debugs it."""
+    import logging
+
+    from modules.errors import MissingComponent
+
+    def expected(ctx):
+        raise MissingComponent("face.safetensors is an SDXL LoRA; the model is SD1.5")
+
+    def unexpected(ctx):
+        raise KeyError("oops")
+
+    with caplog.at_level(logging.INFO, logger="modules.jobs"):
+        for fn in (expected, unexpected):
+            job = q.submit("work", fn)
+            job.done_event.wait(5)
+    typed = [r for r in caplog.records if "SDXL LoRA" in r.getMessage()]
+    assert len(typed) == 1 and typed[0].exc_info is None and "\n" not in typed[0].getMessage()
+    crashed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is KeyError]
+    assert len(crashed) == 1

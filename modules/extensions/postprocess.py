@@ -10,8 +10,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from modules.errors import Interrupted, OutOfMemory
+from modules.errors import Interrupted, OutOfMemory, VisageError
 from modules.extensions.api import PostprocessContext, PostprocessResult, Postprocessor
+from modules.messages import Message
 from modules.outputs.infotext import build_infotext
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,11 @@ def run_postprocessors(images: Sequence, seeds: Sequence[int], request, postproc
             except Exception as exc:  # noqa: BLE001 - a broken post-processor must not lose the images
                 if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
                     raise
-                log.exception("post-processor %s (extension %s) failed", pp.id, pp.extension)
-                notes.append(f"post-processor {pp.id} failed: {type(exc).__name__}: {exc}; "
-                             "the images were kept without it")
+                if isinstance(exc, VisageError):  # expected and explained (e.g. weights missing): one line
+                    log.warning("post-processor %s (extension %s) failed: %s", pp.id, pp.extension, exc)
+                else:
+                    log.exception("post-processor %s (extension %s) failed", pp.id, pp.extension)
+                notes.append(Message("note.postprocess_failed", id=pp.id, kind=type(exc).__name__, detail=str(exc)))
                 failed.add(pp.id)
                 break
             images[i] = new_image
