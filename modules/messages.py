@@ -10,7 +10,8 @@ Extensions bring their own keys (``<extension>.…``) in every language with :fu
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from string import Formatter
 from typing import Any
 
@@ -23,6 +24,9 @@ EN: dict[str, str] = {
     "rule.seed": "must be -1 (random) or between 0 and {high}",
     "rule.one_of": "must be one of {choices} for {family}",
     "rule.one_of_not": "must be one of {choices}, not {value!r}",
+    "rule.choice": "must be one of {choices}",
+    "rule.between_off": "must be between 0 (off) and {high}",
+    "rule.postprocess_ids": "must be a list of post-processor ids",
     "rule.number": "must be a number",
     "rule.whole": "must be a whole number",
     "rule.required": "is required",
@@ -54,25 +58,32 @@ EN: dict[str, str] = {
     "note.lora_embedded_tokens": "embedded textual-inversion tokens {tokens} are not loaded",
 }
 
-#: language -> key -> template, for keys rendered outside the page's own tables (extensions' keys, and
-#: English for everything). The page's tables (modules/ui/i18n.py) come first for the page.
-_CATALOGS: dict[str, dict[str, str]] = {"en": dict(EN)}
+#: language -> key -> template that extensions added with :func:`add_catalog` (Visage's English is
+#: :data:`EN`; the page's other languages are in ``modules/ui/strings/``).
+_CATALOGS: dict[str, dict[str, str]] = {}
 
 
 def add_catalog(tables: Mapping[str, Mapping[str, str]]) -> None:
     """Add keyed templates per language (``{"en": {...}, "zh": {...}}``); an extension's keys start with
-    its name and a dot. English is required for every key (``str()`` renders it)."""
-    en = tables.get("en", {})
+    its name and a dot. English is required for every key (``str()`` renders it), and a translation must
+    use the same placeholders as its English template."""
+    en = {**EN, **_CATALOGS.get("en", {}), **tables.get("en", {})}
     for lang, table in tables.items():
-        missing = set(table) - set(en) - set(_CATALOGS["en"])
+        missing = set(table) - set(en)
         if missing:
             raise ValueError(f"no English template for {', '.join(sorted(missing))}")
+        odd = sorted(k for k, v in table.items() if placeholders(v) != placeholders(en[k]))
+        if odd:
+            raise ValueError(f"{lang} templates with other placeholders than English: {', '.join(odd)}")
+    for lang, table in tables.items():
         _CATALOGS.setdefault(lang, {}).update(table)
 
 
 def catalog(lang: str) -> Mapping[str, str]:
-    """The templates :func:`add_catalog` holds for ``lang`` (English: Visage's :data:`EN` and the extensions')."""
-    return _CATALOGS.get(lang, {})
+    """The templates for ``lang`` outside the page's tables: English is Visage's :data:`EN` and the
+    extensions' English; another language has the extensions' templates only."""
+    extra = _CATALOGS.get(lang, {})
+    return ChainMap(extra, EN) if lang == "en" else extra
 
 
 def placeholders(template: str) -> frozenset[str]:
@@ -85,7 +96,7 @@ def placeholders(template: str) -> frozenset[str]:
 
 
 def format_template(template: str, params: Mapping[str, Any], lang: str = "en",
-                    translate=None) -> str:
+                    translate: Callable[[Message], str] | None = None) -> str:
     """``template`` filled with ``params``; a :class:`Message` param is itself rendered in ``lang``
     (with ``translate(message)`` when given)."""
     values = {k: ((translate(v) if translate else v.render(lang)) if isinstance(v, Message) else v)
@@ -97,7 +108,7 @@ def render(key: str, params: Mapping[str, Any] | None = None, lang: str = "en") 
     """The text of message ``key`` in ``lang`` (English when that language lacks it). An unknown key (a bug:
     tests check every key has a template) renders as the key and its params, never raises."""
     params = dict(params or {})
-    for table in (catalog(lang), _CATALOGS["en"]):
+    for table in (catalog(lang), catalog("en")):
         template = table.get(key)
         if template is not None:
             try:
@@ -137,3 +148,21 @@ class Message(str):
 def as_message(text: str | Message) -> Message | None:
     """``text`` when it is keyed, else None (free-form text, shown as it is in every language)."""
     return text if isinstance(text, Message) else None
+
+
+def json_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as JSON values (the API's error ``params``): numbers, text, booleans and None as they are,
+    lists and mappings element by element, anything else (a path, a keyed message) as its English text."""
+    return {str(k): _json_value(v) for k, v in params.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return json_params(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_value(v) for v in value]
+    return str(value)

@@ -30,6 +30,7 @@ from modules.generation.prompting import resolve_prompts  # noqa: E402
 from modules.jobs import JobQueue  # noqa: E402
 from modules.lora import LoraInfo, check_compatible, find_lora, parse_prompt_loras  # noqa: E402
 from modules.lora.formats import LOHA_REASON, LoraFormat  # noqa: E402
+from modules.messages import Message  # noqa: E402
 from modules.outputs.infotext import build_infotext  # noqa: E402
 from modules.presets import PresetStore  # noqa: E402
 from modules.registry.entry import ModelEntry, ModelFormat  # noqa: E402
@@ -235,19 +236,19 @@ class FakeEngine:
         for info, _u, _t in wanted:
             check_compatible(info, entry.family)
         if fmt not in ("single-file", "diffusers"):
-            raise InvalidRequest("format", f"must be one of single-file, diffusers, not {fmt!r}")
+            raise InvalidRequest("format", Message("rule.one_of_not", choices="single-file, diffusers", value=fmt))
         name = out_name.strip()
         if "/" in name or ".." in name:
             raise errors.UnsafeName(f"{out_name!r} leaves the models folder")
         if any(e.name == name for e in self.entries):
-            raise InvalidRequest("out", f"{name}.safetensors already exists in /m (choose another name)")
+            raise InvalidRequest("out", Message("rule.exists_in", name=f"{name}.safetensors", folder="/m"))
         self.merges.append((base, list(loras), name, fmt, dtype))
 
         def run(ctx):
             ctx.report("loading")
             kept = [(i, u, t) for i, u, t in wanted if u or t]
             if not kept:
-                raise InvalidRequest("loras", "give at least one LoRA with a non-zero weight")
+                raise InvalidRequest("loras", Message("rule.lora_nonzero"))
             total = len(kept) + 4
             ctx.report("merging: hashing", 0, total)
             for n, (info, _u, _t) in enumerate(kept, 1):

@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 from modules.lora import LoraInfo, parse_prompt_loras  # noqa: E402
 from modules.lora.formats import LoraFormat  # noqa: E402
 from modules.families import Family  # noqa: E402
+from modules.messages import Message  # noqa: E402
 from modules.ui import build_blocks, lora_panel, merge_tab  # noqa: E402
 from modules.ui.i18n import EN, ZH, Translator  # noqa: E402
 from modules.ui.lora_panel import DEFAULT_WEIGHT, MAX_PICKED  # noqa: E402
@@ -23,7 +24,8 @@ from test_ui import FakeEngine, _free_port, endpoint, run_until, txt2img_args  #
 
 REPO = Path(__file__).resolve().parents[1]
 SD15_ORDER = ["Film_Grain", "soft_light", "mystery", "aw_portrait_z", "xl_detail", "old_loha"]
-UNMATCHED = "12 LoRA layer(s) matched no module, e.g. lora_unet_mid_block_attn, lora_te_text_model_x"
+#: a job note is a keyed message (the engine makes it so); the page translates it by its key
+UNMATCHED = Message("note.lora_unmatched", count=12, examples="lora_unet_mid_block_attn, lora_te_text_model_x")
 
 
 @pytest.fixture
@@ -314,8 +316,8 @@ def test_merge_button_reads_the_rows(engine):
     (("tiny-sd15", [["soft_light", 0, 0]], "x"), "LoRAs: give at least one LoRA with a non-zero weight",
      "参数“LoRA”无效：至少需要一个权重不为 0 的 LoRA"),  # raised by the job
     (("tiny-sd15", MERGE_ROWS, "tiny-zimage"),
-     "Output name: tiny-zimage.safetensors already exists (choose another name)",
-     "参数“输出名称”无效：tiny-zimage.safetensors 已存在（请换一个名称）"),
+     "Output name: tiny-zimage.safetensors already exists in /m (choose another name)",
+     "参数“输出名称”无效：/m 中已存在 tiny-zimage.safetensors（请换一个名称）"),
     (("tiny-sd15", MERGE_ROWS, "x", "zip"), "Format: must be one of single-file, diffusers, not 'zip'",
      "参数“格式”无效：只能是 single-file, diffusers，不能是 'zip'"),
     (("tiny-sd15", [["xl_detail", 1, 1]], "x"),

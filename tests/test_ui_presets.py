@@ -133,7 +133,7 @@ def test_generate_preset_endpoint_uses_the_current_family(engine):
         (REALISTIC, "a woman", 8, 0.0, "Euler (flow match)", 1)
     with pytest.raises(gr.Error) as info:
         next(run("nope", "x"))
-    assert info.value.message == "Preset: there is no preset 'nope'"
+    assert info.value.message == "Preset: no preset named 'nope'"  # the English of rule.no_preset (modules.messages)
     zh_run = endpoint(build_blocks(engine, Translator("zh", strict=True)), "generate_preset")
     with pytest.raises(gr.Error) as info:
         next(zh_run("", "x"))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .restore import FaceRestorer, RestoreOptions
+from .strings import msg
 from .variants import VARIANTS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -60,10 +61,10 @@ def restore_paths(args: argparse.Namespace, models_dir: Path, defaults: RestoreO
     restorer = FaceRestorer(models_dir)
     restorer.check_ready(options)  # MissingComponent / InvalidRequest: one message, exit 2, before any work
     if not args.input.exists():
-        raise InvalidRequest("input", f"{args.input} does not exist")
+        raise InvalidRequest("input", msg("gpen.rule.no_input", path=str(args.input)))
     pairs = _pairs(args.input, args.output)
     if not pairs:
-        raise InvalidRequest("input", f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input}")
+        raise InvalidRequest("input", msg("gpen.rule.no_images", suffixes=", ".join(IMAGE_SUFFIXES), path=str(args.input)))
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .strings import msg
+
 #: where the eyes sit in a frontal Haar face box (fractions of its width/height), measured on the
 #: real test photos (docs/gpen.md); used when the eye cascade does not find a plausible pair
 FALLBACK_EYES = ((0.33, 0.40), (0.67, 0.40))
@@ -84,8 +86,7 @@ class HaarDetector:
         self._eyes = cv2.CascadeClassifier(root + "haarcascade_eye.xml")
         if self._faces.empty() or self._eyes.empty():
             from modules.errors import MissingComponent
-            raise MissingComponent(f"OpenCV's Haar cascades are missing under {root}: "
-                                   "install opencv-python-headless 4.x (5.x ships none)")
+            raise MissingComponent(msg("gpen.haar_missing", root=root))
         self.min_neighbors = min_neighbors
         self.scale_factor = scale_factor
         self.min_face = min_face
@@ -239,4 +240,4 @@ def make_detector(name: str = "haar", *, models_dir=None, min_neighbors: int = D
         from .retinaface import RetinaFaceDetector
         return RetinaFaceDetector.from_models_dir(models_dir, device=device)
     from modules.errors import InvalidRequest
-    raise InvalidRequest("detector", f"unknown face detector {name!r}; one of haar, retinaface")
+    raise InvalidRequest("detector", msg("gpen.rule.unknown_detector", name=name))

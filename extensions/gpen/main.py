@@ -13,18 +13,18 @@ Nothing heavy is imported here: torch is imported inside the functions that run 
 from __future__ import annotations
 
 from .restore import FaceRestorer, RestoreOptions
-from .strings import STRINGS
+from .strings import register_strings, text
 
 
 def register(api) -> None:
+    register_strings()  # the gpen.* keys (labels, errors, notes) in every language
     defaults = RestoreOptions.from_mapping(api.settings)
     restorer = FaceRestorer(api.models_dir, default_device=api.device)
-    label_en, label_zh = STRINGS["postprocessor"]
-    api.add_postprocessor("gpen", label_en, label_zh, make_postprocessor(restorer, defaults), kind="face_restore")
+    api.add_postprocessor("gpen", text("postprocessor", "en"), text("postprocessor", "zh"),
+                          make_postprocessor(restorer, defaults), kind="face_restore")
 
     from .tab import make_build
-    title_en, title_zh = STRINGS["tab"]
-    api.add_tab("restore-faces", title_en, title_zh, make_build(restorer, defaults))
+    api.add_tab("restore-faces", text("tab", "en"), text("tab", "zh"), make_build(restorer, defaults))
 
     from .routes import build_router
     api.add_routes(build_router(restorer, defaults, api.submit))

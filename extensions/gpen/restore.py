@@ -18,9 +18,11 @@ import numpy as np
 from PIL import Image
 
 from modules.errors import InvalidRequest, ModelLoadError
+from modules.messages import Message
 
 from .align import face_transform, feather_mask, paste_back, warp_face
 from .detect import DEFAULT_MIN_NEIGHBORS, DetectOptions, Face, detect_faces, make_detector
+from .strings import msg
 from .variants import DEFAULT_VARIANT, Variant, get_variant, weights_path
 
 log = logging.getLogger(__name__)
@@ -46,17 +48,17 @@ class RestoreOptions:
     def check(self) -> "RestoreOptions":
         get_variant(self.model)
         if self.max_side < 0 or (0 < self.max_side < 64):
-            raise InvalidRequest("max_side", "must be 0 (off) or at least 64")
+            raise InvalidRequest("max_side", msg("gpen.rule.off_or_64"))
         if self.tile < 0 or (0 < self.tile < 64):
-            raise InvalidRequest("tile", "must be 0 (off) or at least 64")
+            raise InvalidRequest("tile", msg("gpen.rule.off_or_64"))
         if self.device not in ("auto", "cpu", "cuda"):
-            raise InvalidRequest("device", "one of auto, cpu, cuda")
+            raise InvalidRequest("device", msg("gpen.rule.device"))
         if not 1 <= self.upscale <= 4:
-            raise InvalidRequest("upscale", "must be 1..4")
+            raise InvalidRequest("upscale", msg("gpen.rule.upscale"))
         if not 0.0 <= self.strength <= 1.0:
-            raise InvalidRequest("strength", "must be between 0 and 1")
+            raise InvalidRequest("strength", Message("rule.between", low=0, high=1))
         if self.min_neighbors < 1:
-            raise InvalidRequest("min_neighbors", "must be at least 1")
+            raise InvalidRequest("min_neighbors", msg("gpen.rule.at_least_1"))
         return self
 
     @classmethod
@@ -145,7 +147,7 @@ class FaceRestorer:
         notes = []
         device, dtype = self._device(options)
         if options.fp16 and device.type != "cuda":
-            notes.append("fp16 needs a CUDA device: ran in fp32 on the CPU")
+            notes.append(msg("gpen.note.fp16_cpu"))
         report("loading", 0, 0)
         model = self.load_model(variant, device, dtype)
 
@@ -154,7 +156,7 @@ class FaceRestorer:
             import cv2
             h, w = rgb.shape[:2]
             if h * w * options.upscale ** 2 > MAX_OUTPUT_PIXELS:
-                raise InvalidRequest("upscale", f"output over {MAX_OUTPUT_PIXELS // 1_000_000} MP")
+                raise InvalidRequest("upscale", msg("gpen.rule.output_over", mp=MAX_OUTPUT_PIXELS // 1_000_000))
             rgb = cv2.resize(rgb, (w * options.upscale, h * options.upscale), interpolation=cv2.INTER_LANCZOS4)
 
         report("detecting", 0, 0)

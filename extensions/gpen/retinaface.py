@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from modules.errors import MissingComponent, ModelLoadError
 
 from .detect import Face
+from .strings import msg
 from .variants import MODELS_SUBDIR
 
 WEIGHTS_FILE = "RetinaFace-R50.pth"
@@ -198,9 +199,8 @@ class RetinaFaceDetector:
     def from_models_dir(cls, models_dir, device="cpu") -> "RetinaFaceDetector":
         path = Path(models_dir or "models") / MODELS_SUBDIR / WEIGHTS_FILE
         if not path.is_file():
-            raise MissingComponent(f"RetinaFace weights not found: models/{MODELS_SUBDIR}/{WEIGHTS_FILE} (looked for "
-                                   f"{path}); put the RetinaFace-R50.pth upstream GPEN uses there, or use the "
-                                   "built-in detector (haar)")
+            raise MissingComponent(msg("gpen.retinaface_missing", subdir=MODELS_SUBDIR, file=WEIGHTS_FILE,
+                                       path=str(path)))
         return cls(load_retinaface(path), device=device)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

@@ -15,6 +15,7 @@ from modules.api.images import decode_upload, encode_png
 from modules.errors import InvalidRequest, MissingComponent
 
 from .restore import FaceRestorer, RestoreOptions
+from .strings import msg
 from .variants import VARIANTS
 
 #: decoded upload limit (the same as the A1111 png-info upload)
@@ -83,10 +84,11 @@ def open_image(raw: bytes):
     try:
         image = Image.open(io.BytesIO(raw))
         if image.width * image.height > MAX_PIXELS:
-            raise InvalidRequest("image", f"{image.width}x{image.height} is over {MAX_PIXELS // 1_000_000} megapixels")
+            raise InvalidRequest("image", msg("gpen.rule.image_over", width=image.width, height=image.height,
+                                                  mp=MAX_PIXELS // 1_000_000))
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, InvalidRequest):
             raise
-        raise InvalidRequest("image", "is not a readable image") from None
+        raise InvalidRequest("image", msg("gpen.rule.unreadable")) from None
     return image.convert("RGB")

@@ -7,7 +7,7 @@ extension's own (:mod:`.strings`), in the page's language.
 from __future__ import annotations
 
 from .restore import FaceRestorer, RestoreOptions
-from .strings import text
+from .strings import say, text
 from .variants import VARIANTS
 
 POLL_S = 0.2
@@ -57,7 +57,7 @@ def make_restore(restorer: FaceRestorer, defaults: RestoreOptions, submit, lang:
             raise errors(exc) from None
         done = text("done", lang, n=len(result.faces), model=result.model, device=result.device,
                     dtype=result.dtype, seconds=result.seconds)
-        yield "\n\n".join([done, *result.notes]), result.image
+        yield "\n\n".join([done, *(say(note, lang) for note in result.notes)]), result.image
 
     return restore
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from modules.errors import InvalidRequest, MissingComponent
 
+from .strings import msg
+
 #: folder under the models folder (``models/GPEN``)
 MODELS_SUBDIR = "GPEN"
 STYLE_DIM = 512
@@ -46,15 +48,13 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[key]
     except KeyError:
-        raise InvalidRequest("model", f"unknown GPEN model {name!r}; one of {', '.join(VARIANTS)}") from None
+        raise InvalidRequest("model", msg("gpen.rule.unknown_model", name=name, choices=", ".join(VARIANTS))) from None
 
 
 def weights_path(variant: Variant, models_dir: Path) -> Path:
     """The weights file, or MissingComponent naming it and where to put it."""
     path = variant.path(models_dir)
     if not path.is_file():
-        raise MissingComponent(
-            f"GPEN weights not found: models/{MODELS_SUBDIR}/{variant.filename} (looked for {path}). Download the "
-            f"officially released {variant.filename} from the GPEN project (yangxy/GPEN README; licence: "
-            f"non-commercial use only) and put it into {path.parent}/ — see models/GPEN/README.md")
+        raise MissingComponent(msg("gpen.weights_missing", subdir=MODELS_SUBDIR, file=variant.filename,
+                                   path=str(path), folder=str(path.parent)))
     return path

@@ -1,22 +1,26 @@
 """Errors at the HTTP edge: typed Visage errors become JSON answers with a status code. Torch-free.
 
-Every error answer has one shape (:class:`ErrorBody`): a machine code, a message, and for bad
-fields the field and the rule it broke. No traceback ever leaves the server.
+Every error answer has one shape (:class:`ErrorBody`): a machine code, a message, for bad fields the
+field and the rule it broke, and for a keyed message (:mod:`modules.messages`) its ``key`` and ``params``,
+so a client can say it in its own language. No traceback ever leaves the server.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.errors import (
     DownloadError, Interrupted, InvalidRequest, MissingComponent, ModelLoadError, ModelNotFound, NotReady,
     OutOfMemory, QueueFull, UnsafeName, UnsupportedModel, VisageError,
 )
+from modules.messages import json_params
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +50,16 @@ class ErrorBody(BaseModel):
     detail: str  # the same text, for clients that read FastAPI's / A1111's "detail"
     field: str | None = None  # the request field at fault (422)
     rule: str | None = None  # the rule that field broke (422)
+    key: str | None = None  # the message key (e.g. rule.between), None for free-form text
+    params: dict[str, Any] = Field(default_factory=dict)  # the message's parameters (JSON values)
 
 
 class ApiError(Exception):
     """An error raised by the API layer itself, with its status and optional headers."""
 
     def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 rule: str | None = None, headers: dict[str, str] | None = None):
+                 rule: str | None = None, headers: dict[str, str] | None = None, key: str | None = None,
+                 params: Mapping[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -60,6 +67,8 @@ class ApiError(Exception):
         self.field = field
         self.rule = rule
         self.headers = headers or {}
+        self.key = key
+        self.params = json_params(params or {})
 
 
 #: documented on every route, so clients (and schemathesis) know the error shape
@@ -101,12 +110,14 @@ def to_api_error(exc: BaseException, retry_after: int = DEFAULT_RETRY_AFTER) -> 
         headers = {"Retry-After": str(max(1, int(retry_after)))} if status == 503 else {}
         field = getattr(exc, "field", None)
         rule = getattr(exc, "rule", None)
-        return ApiError(status, exc.code, first_line(exc, 1000), field=field, rule=rule, headers=headers)
+        return ApiError(status, exc.code, first_line(exc, 1000), field=field, rule=rule, headers=headers,
+                        key=exc.key, params=exc.params)
     return ApiError(500, "internal_error", f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def error_response(err: ApiError) -> JSONResponse:
-    body = ErrorBody(error=err.code, message=err.message, detail=err.message, field=err.field, rule=err.rule)
+    body = ErrorBody(error=err.code, message=err.message, detail=err.message, field=err.field, rule=err.rule,
+                     key=err.key, params=err.params)
     return JSONResponse(body.model_dump(), status_code=err.status, headers=err.headers)
 
 

@@ -32,6 +32,7 @@ from modules.edge.export import ATTENTION_KINDS
 from modules.edge.quantize import DEFAULT_UNET_METHOD
 from modules.errors import Interrupted, InvalidRequest, UnsupportedModel, VisageError
 from modules.families import Family, family_info
+from modules.messages import Message
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry
 
@@ -69,17 +70,17 @@ class EdgeBuildOptions:
 
     def check(self) -> None:
         if not 0.0 <= float(self.prune) <= 0.9:
-            raise InvalidRequest("prune", "must be between 0 and 0.9")
+            raise InvalidRequest("prune", Message("rule.between", low=0, high=0.9))
         if self.quantize not in QUANTIZE:
-            raise InvalidRequest("quantize", f"must be one of {', '.join(QUANTIZE)}")
+            raise InvalidRequest("quantize", Message("rule.choice", choices=", ".join(QUANTIZE)))
         if self.method not in METHODS:
-            raise InvalidRequest("method", f"must be one of {', '.join(METHODS)}")
+            raise InvalidRequest("method", Message("rule.choice", choices=", ".join(METHODS)))
         if not 0 <= int(self.distill_steps) <= 100_000:
-            raise InvalidRequest("distill_steps", "must be between 0 and 100000")
+            raise InvalidRequest("distill_steps", Message("rule.between", low=0, high=100000))
         if self.distill_steps and not self.prune:
             raise InvalidRequest("distill_steps", "distillation recovers a pruned U-Net: give --prune too")
         if self.attention not in ATTENTION_KINDS:
-            raise InvalidRequest("attention", f"must be one of {', '.join(ATTENTION_KINDS)}")
+            raise InvalidRequest("attention", Message("rule.choice", choices=", ".join(ATTENTION_KINDS)))
         if not (self.taesd or self.full_vae):
             raise InvalidRequest("decoder", "a package needs a decoder: TAESD, the full VAE, or both")
         if self.calib_prompts < 1 or self.calib_steps < 1:

@@ -20,6 +20,7 @@ from modules.generation.params import GenerationRequest, GenerationResult
 from modules.jobs import JobContext
 from modules.lora import parse_prompt_loras
 from modules.manager import LoadedModel, ModelManager, release_memory
+from modules.messages import Message
 from modules.outputs.infotext import build_infotext
 from modules.outputs.saving import save_png
 from modules.registry.entry import ModelEntry
@@ -52,8 +53,8 @@ class GenerationRunner:
         # 4. infotext and saving
         notes = list(report.notes) + post.notes
         if report.unmatched_count:
-            notes.append(f"{report.unmatched_count} LoRA layer(s) matched no module, e.g. "
-                         + ", ".join(report.unmatched_examples))
+            notes.append(Message("note.lora_unmatched", count=report.unmatched_count,
+                                 examples=", ".join(report.unmatched_examples)))
             log.warning("LoRA: %s", notes[-1])
         extra = {"Lora hashes": ", ".join(f"{a.name}: {a.hash}" for a in report.active)} if report.active else {}
         ctx.report("saving", ctx.progress.total, ctx.progress.total)

@@ -23,6 +23,7 @@ from modules.errors import InvalidRequest
 from modules.extensions.api import CliCommand, ExtensionApi, ExtensionTab, Postprocessor
 from modules.extensions.config import ExtensionsConfig, read_config, write_enabled
 from modules.extensions.manifest import ExtensionError, ExtensionManifest, read_manifest
+from modules.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class ExtensionSet:
         if ids is None:
             return []
         if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
-            raise InvalidRequest("postprocess", "must be a list of post-processor ids")
+            raise InvalidRequest("postprocess", Message("rule.postprocess_ids"))
         wanted = {self.postprocessor(i).id for i in ids}
         return [p for p in self.postprocessors if p.id in wanted]
 

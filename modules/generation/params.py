@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from modules.errors import InvalidRequest
 from modules.families import Family, family_info
+from modules.messages import Message
 
 MAX_PROMPT_CHARS = 4000
 MAX_STEPS = 150
@@ -55,37 +56,37 @@ class GenerationRequest:
         """Raise ``InvalidRequest(field, rule)`` for the first bad field. Call after ``with_defaults``."""
         info = family_info(family)
         if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest("prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
+            raise InvalidRequest("prompt", Message("rule.max_chars", n=MAX_PROMPT_CHARS))
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest("negative_prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
+            raise InvalidRequest("negative_prompt", Message("rule.max_chars", n=MAX_PROMPT_CHARS))
         if not 1 <= int(self.steps) <= MAX_STEPS:
-            raise InvalidRequest("steps", f"must be between 1 and {MAX_STEPS}")
+            raise InvalidRequest("steps", Message("rule.between", low=1, high=MAX_STEPS))
         if not 0.0 <= float(self.cfg_scale) <= 30.0:
-            raise InvalidRequest("cfg_scale", "must be between 0 and 30")
+            raise InvalidRequest("cfg_scale", Message("rule.between", low=0, high=30))
         for name in ("width", "height"):
             value = int(getattr(self, name))
             if value % info.size_multiple:
-                raise InvalidRequest(name, f"must be a multiple of {info.size_multiple}")
+                raise InvalidRequest(name, Message("rule.multiple", n=info.size_multiple))
             if not info.min_side <= value <= info.max_side:
-                raise InvalidRequest(name, f"must be between {info.min_side} and {info.max_side}")
+                raise InvalidRequest(name, Message("rule.between", low=info.min_side, high=info.max_side))
         if not -1 <= int(self.seed) <= MAX_SEED:
-            raise InvalidRequest("seed", f"must be -1 (random) or between 0 and {MAX_SEED}")
+            raise InvalidRequest("seed", Message("rule.seed", high=MAX_SEED))
         if not 1 <= int(self.batch_size) <= MAX_BATCH_SIZE:
-            raise InvalidRequest("batch_size", f"must be between 1 and {MAX_BATCH_SIZE}")
+            raise InvalidRequest("batch_size", Message("rule.between", low=1, high=MAX_BATCH_SIZE))
         if not 1 <= int(self.batch_count) <= MAX_BATCH_COUNT:
-            raise InvalidRequest("batch_count", f"must be between 1 and {MAX_BATCH_COUNT}")
+            raise InvalidRequest("batch_count", Message("rule.between", low=1, high=MAX_BATCH_COUNT))
         if self.sampler not in info.samplers:
-            raise InvalidRequest("sampler", f"must be one of {', '.join(info.samplers)} for {info.label}")
+            raise InvalidRequest("sampler", Message("rule.one_of", choices=", ".join(info.samplers), family=info.label))
         if not 1 <= int(self.clip_skip) <= 12:
-            raise InvalidRequest("clip_skip", "must be between 1 and 12")
+            raise InvalidRequest("clip_skip", Message("rule.between", low=1, high=12))
         if not 0 <= int(self.preview_every) <= MAX_STEPS:
-            raise InvalidRequest("preview_every", f"must be between 0 (off) and {MAX_STEPS}")
+            raise InvalidRequest("preview_every", Message("rule.between_off", high=MAX_STEPS))
         if self.decoder not in DECODERS:
-            raise InvalidRequest("decoder", f"must be one of {', '.join(DECODERS)}")
+            raise InvalidRequest("decoder", Message("rule.choice", choices=", ".join(DECODERS)))
         if self.backend not in BACKENDS:
-            raise InvalidRequest("backend", f"must be one of {', '.join(BACKENDS)}")
+            raise InvalidRequest("backend", Message("rule.choice", choices=", ".join(BACKENDS)))
         if isinstance(self.postprocess, str) or not all(isinstance(x, str) for x in self.postprocess or ()):
-            raise InvalidRequest("postprocess", "must be a list of post-processor ids")
+            raise InvalidRequest("postprocess", Message("rule.postprocess_ids"))
 
     def to_dict(self) -> dict:
         return asdict(self)

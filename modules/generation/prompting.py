@@ -7,6 +7,7 @@ from pathlib import Path
 from modules.errors import InvalidRequest
 from modules.families import Family
 from modules.generation.params import GenerationRequest
+from modules.messages import Message
 from modules.presets import PresetStore, apply_preset
 from modules.styles import apply_styles, load_styles
 
@@ -32,7 +33,7 @@ def resolve_prompts(request: GenerationRequest, family: Family, presets: PresetS
         known = load_styles(styles_file)
         missing = [name for name in request.styles if name not in known]
         if missing:
-            raise InvalidRequest("styles", f"unknown style(s): {', '.join(missing)}")
+            raise InvalidRequest("styles", Message("rule.unknown_styles", names=", ".join(missing)))
         prompt, negative = apply_styles(request.prompt, request.negative_prompt,
                                         [known[name] for name in request.styles])
         request = replace(request, prompt=prompt, negative_prompt=negative)

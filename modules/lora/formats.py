@@ -25,6 +25,7 @@ from pathlib import Path
 
 from modules.errors import UnsupportedModel
 from modules.families import Family
+from modules.messages import Message
 
 
 class LoraError(UnsupportedModel):
@@ -307,13 +308,13 @@ def analyze_keys(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, s
     if "lora_transformer_" in str(prefixes):
         return refuse("kohya 'lora_transformer_' keys (Flux/SD3-style) are not supported")
     if not alpha_present and fmt == LoraFormat.DIFFUSERS and family != Family.ZIMAGE:
-        result.notes.append("no alpha stored: assuming alpha = rank (scale 1), as diffusers does")
+        result.notes.append(Message("note.lora_no_alpha"))
     if "dora_peft" in kinds:
-        result.notes.append("DoRA (PEFT magnitude vectors)")
+        result.notes.append(Message("note.lora_dora"))
     if fmt == LoraFormat.KOHYA and any(len(s) == 4 for k, s in shapes.items() if split_key(k)[1] == "down"):
-        result.notes.append("LoCon: includes convolution layers")
+        result.notes.append(Message("note.lora_locon"))
     if has_te and family == Family.ZIMAGE:
-        result.notes.append("text-encoder weights are ignored (diffusers loads Z-Image LoRAs into the DiT only)")
+        result.notes.append(Message("note.lora_zimage_te"))
     return result
 
 
@@ -400,9 +401,9 @@ def _analyze_cloneofsimo(shapes: Mapping[str, tuple[int, ...]], metadata: Mappin
         result.supported = False
         result.reason = f"cloneofsimo lora_diffusion file with unexpected keys (e.g. {', '.join(strange[:3])})"
         return result
-    result.notes.append("cloneofsimo lora_diffusion (2022) format: converted by Visage (scale 1, no alpha)")
+    result.notes.append(Message("note.lora_cloneofsimo"))
     if embeds:
-        result.notes.append(f"embedded textual-inversion tokens {', '.join(sorted(embeds))} are not loaded")
+        result.notes.append(Message("note.lora_embedded_tokens", tokens=", ".join(sorted(embeds))))
     return result
 
 

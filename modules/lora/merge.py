@@ -41,6 +41,7 @@ from pathlib import Path
 from modules.errors import Interrupted, InvalidRequest, VisageError
 from modules.families import Family
 from modules.lora.formats import LoraInfo, check_compatible
+from modules.messages import Message
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry, ModelFormat
 
@@ -89,17 +90,17 @@ def merge_output_path(folders: Folders, name: str, fmt: str, *, overwrite: bool 
     raw = name.strip() if isinstance(name, str) else name
     if isinstance(raw, str) and raw.lower().endswith(SUFFIX):
         if fmt == ModelFormat.DIFFUSERS:
-            raise InvalidRequest("out", "a diffusers model is a folder: give a name without .safetensors")
+            raise InvalidRequest("out", Message("rule.diffusers_folder"))
         raw = raw[: -len(SUFFIX)]
     stem = safe_child(folders.checkpoints, raw)
     if stem == folders.checkpoints.resolve() or stem.name.startswith("."):
-        raise InvalidRequest("out", f"{name!r} is not a usable model name")
+        raise InvalidRequest("out", Message("rule.bad_name", name=name))
     path = stem.with_name(stem.name + SUFFIX) if fmt == ModelFormat.SINGLE_FILE else stem
     other = stem if fmt == ModelFormat.SINGLE_FILE else stem.with_name(stem.name + SUFFIX)
     if other.exists():
-        raise InvalidRequest("out", f"a model named {raw!r} already exists ({other.name})")
+        raise InvalidRequest("out", Message("rule.model_exists", name=raw, file=other.name))
     if path.exists() and not overwrite:
-        raise InvalidRequest("out", f"{path.name} already exists in {path.parent} (choose another name)")
+        raise InvalidRequest("out", Message("rule.exists_in", name=path.name, folder=str(path.parent)))
     return path
 
 
@@ -137,7 +138,7 @@ def read_merge_info(path: str | os.PathLike) -> dict | None:
 
 def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise InvalidRequest(field, f"must be one of {', '.join(choices)}, not {value!r}")
+        raise InvalidRequest(field, Message("rule.one_of_not", choices=", ".join(choices), value=value))
 
 
 def _base_hashes(entry: ModelEntry, cache) -> tuple[str | None, str | None]:
@@ -413,14 +414,14 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     base_path = Path(base_entry.path).resolve()
     target = out_path.resolve()
     if target == base_path or base_path in target.parents or target in base_path.parents:
-        raise InvalidRequest("out", "the merged model cannot replace or live inside its base model")
+        raise InvalidRequest("out", Message("rule.inside_base"))
     if out_path.exists() and not overwrite:
-        raise InvalidRequest("out", f"{out_path.name} already exists (choose another name)")
+        raise InvalidRequest("out", Message("rule.exists", name=out_path.name))
     if out_path.exists() and out_path.is_dir() != (fmt == ModelFormat.DIFFUSERS):
         raise InvalidRequest("out", f"{out_path.name} exists and is not a {fmt} model")
     wanted = [(info, float(u), float(t)) for info, u, t in loras if float(u) != 0.0 or float(t) != 0.0]
     if not wanted:
-        raise InvalidRequest("loras", "give at least one LoRA with a non-zero weight")
+        raise InvalidRequest("loras", Message("rule.lora_nonzero"))
     for info, _, _ in wanted:
         check_compatible(info, family)
 

@@ -43,6 +43,7 @@ from modules.lora.formats import (
     FAMILY_LABELS, LoraError, LoraFormat, LoraInfo, check_compatible, split_key, with_hashes,
 )
 from modules.lora.scan import lora_hashes
+from modules.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -679,7 +680,7 @@ class LoraPatcher:
                                        te_weight=te_w, text_encoders=res.text_encoders))
             report.unmatched_count += len(res.unmatched)
             report.unmatched_examples += [f"{info.name}: {m}" for m in res.unmatched]
-            report.notes += [f"{info.name}: {n}" for n in res.notes]
+            report.notes += [Message("note.lora", lora=info.name, note=n) for n in res.notes]
         report.unmatched_examples = _examples(report.unmatched_examples)
 
         self._activate(pipe, state, applied)

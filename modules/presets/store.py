@@ -8,6 +8,7 @@ from pathlib import Path
 from modules.atomic import atomic_write_json
 from modules.errors import InvalidRequest
 from modules.families import Family
+from modules.messages import Message
 from modules.presets.schema import Preset, PresetError, check_id, parse_preset
 from modules.styles import apply_style_text
 
@@ -92,7 +93,7 @@ class PresetStore:
         with self._lock:
             preset = self._presets.get(preset_id)
         if preset is None:
-            raise InvalidRequest("preset", f"no preset named {preset_id!r}")
+            raise InvalidRequest("preset", Message("rule.no_preset", name=preset_id))
         return preset
 
     def path_of(self, preset_id: str) -> Path:

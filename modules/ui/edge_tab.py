@@ -15,6 +15,7 @@ import gradio as gr
 
 from modules.errors import Interrupted, InvalidRequest, VisageError
 from modules.families import Family
+from modules.messages import Message
 from modules.registry.entry import ModelFormat
 from modules.ui import merge_tab
 from modules.ui.common import POLL_S, current_model_name, progress_texts, ui_error, ui_info, ui_warning
@@ -103,7 +104,7 @@ def build_options(loras, prune, distill_steps, quantize, method, attention, full
         prune_ratio = float(prune or 0.0)
         steps = int(distill_steps or 0)
     except (TypeError, ValueError):
-        raise InvalidRequest("prune", "must be a number") from None
+        raise InvalidRequest("prune", Message("rule.number")) from None
     return {"loras": merge_tab.api_rows(loras), "prune": prune_ratio, "distill_steps": steps,
             "quantize": quantize or QUANTIZE[0], "method": method or METHODS[0],
             "attention": attention or ATTENTION[0], "full_vae": bool(full_vae)}
@@ -128,7 +129,7 @@ def make_build(engine, t: Translator, poll_s: float = POLL_S):
                    full_vae=False, out_name=""):
         try:
             if not model:
-                raise InvalidRequest("model", "is required")
+                raise InvalidRequest("model", Message("rule.required"))
             options = build_options(loras, prune, distill_steps, quantize, method, attention, full_vae)
             name = out_name.strip() if isinstance(out_name, str) and out_name.strip() else None
             job = engine.build_edge(str(model), options, name)

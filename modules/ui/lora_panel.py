@@ -19,6 +19,7 @@ import gradio as gr
 from modules.errors import InvalidRequest, VisageError
 from modules.families import Family
 from modules.lora import LoraInfo, compatibility_problem, format_lora_tag
+from modules.messages import Message
 from modules.ui.common import family_label, ui_error, ui_info
 from modules.ui.i18n import Translator
 
@@ -182,7 +183,7 @@ def api_loras(value) -> list[tuple[str, float]]:
     if value in (None, "", [], {}):
         return []
     if not isinstance(value, (list, tuple)):
-        raise InvalidRequest("loras", "must be a list of [name, weight] pairs")
+        raise InvalidRequest("loras", Message("rule.lora_pairs"))
     out = []
     for item in value:
         if isinstance(item, str):
@@ -192,17 +193,17 @@ def api_loras(value) -> list[tuple[str, float]]:
         elif isinstance(item, (list, tuple)) and len(item) in (1, 2):
             name, weight = item[0], (item[1] if len(item) == 2 else 1.0)
         else:
-            raise InvalidRequest("loras", "must be a list of [name, weight] pairs")
+            raise InvalidRequest("loras", Message("rule.lora_pairs"))
         if not isinstance(name, str) or not name.strip():
-            raise InvalidRequest("loras", "must be a list of [name, weight] pairs")
+            raise InvalidRequest("loras", Message("rule.lora_pairs"))
         if isinstance(weight, bool):
-            raise InvalidRequest("loras", "must be a list of [name, weight] pairs")
+            raise InvalidRequest("loras", Message("rule.lora_pairs"))
         try:
             weight = float(weight)
         except (TypeError, ValueError):
-            raise InvalidRequest("loras", "must be a list of [name, weight] pairs") from None
+            raise InvalidRequest("loras", Message("rule.lora_pairs")) from None
         if not math.isfinite(weight) or abs(weight) > API_MAX_WEIGHT:
-            raise InvalidRequest("loras", f"weights must be between {-API_MAX_WEIGHT:g} and {API_MAX_WEIGHT:g}")
+            raise InvalidRequest("loras", Message("rule.weights_between", low=f"{-API_MAX_WEIGHT:g}", high=f"{API_MAX_WEIGHT:g}"))
         out.append((name.strip(), weight))
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.messages import Message
 from modules.registry.entry import ModelFormat
 from modules.ui.common import (
     POLL_S, current_model_name, family_label, progress_texts, ui_error, ui_info, ui_warning,
@@ -131,7 +132,7 @@ def rows_from_inputs(values) -> list[list]:
 def api_rows(value) -> list[tuple[str, float, float]]:
     """The ``loras`` input of ``/merge_lora``: ``[[name, unet_weight, te_weight], ...]`` (``[name, w]`` sets
     both weights, a bare name weight 1). Raises InvalidRequest("loras", ...)."""
-    rule = "must be a list of [name, U-Net weight, text-encoder weight] rows"
+    rule = Message("rule.lora_rows")
     if value in (None, "", [], {}):
         return []
     if not isinstance(value, (list, tuple)):
@@ -160,7 +161,7 @@ def api_rows(value) -> list[tuple[str, float, float]]:
             except (TypeError, ValueError):
                 raise InvalidRequest("loras", rule) from None
             if not math.isfinite(w) or abs(w) > API_MAX_WEIGHT:
-                raise InvalidRequest("loras", f"weights must be between {-API_MAX_WEIGHT:g} and {API_MAX_WEIGHT:g}")
+                raise InvalidRequest("loras", Message("rule.weights_between", low=f"{-API_MAX_WEIGHT:g}", high=f"{API_MAX_WEIGHT:g}"))
             weights.append(w)
         out.append((name.strip(), weights[0], weights[1]))
     return out
@@ -211,13 +212,13 @@ def make_merge(engine, t: Translator, poll_s: float = POLL_S):
     def merge(base, loras, out_name, fmt="single-file", dtype="fp16"):
         try:
             if not base:
-                raise InvalidRequest("base", "is required")
+                raise InvalidRequest("base", Message("rule.required"))
             rows = api_rows(loras)
             name = (out_name or "").strip() if isinstance(out_name, str) else ""
             if not name:
-                raise InvalidRequest("out", "is required")
+                raise InvalidRequest("out", Message("rule.required"))
             if not rows:
-                raise InvalidRequest("loras", "give at least one LoRA with a non-zero weight")
+                raise InvalidRequest("loras", Message("rule.lora_nonzero"))
             job = engine.merge_lora(str(base), rows, name, fmt=fmt or FORMATS[0], dtype=dtype or DTYPES[0])
         except VisageError as exc:
             raise ui_error(t, exc) from None

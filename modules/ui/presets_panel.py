@@ -20,6 +20,7 @@ from PIL import Image
 
 from modules.errors import InvalidRequest, VisageError
 from modules.families import Family, family_info
+from modules.messages import Message
 from modules.presets import Preset, parse_preset
 from modules.presets.schema import ID_RE, RANDOM_SEED
 from modules.ui.common import family_label, ui_error, ui_info
@@ -238,7 +239,7 @@ def make_generate_preset(engine, t: Translator, generate: Callable):
     def generate_preset(preset_id, prompt, negative_prompt="", styles=None):
         try:
             if not preset_id:
-                raise InvalidRequest("preset", "is required")
+                raise InvalidRequest("preset", Message("rule.required"))
             preset = engine.preset(str(preset_id).strip())
             values = preset_values(preset, engine.family_of(None))
         except VisageError as exc:

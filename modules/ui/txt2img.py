@@ -12,9 +12,10 @@ from modules.families import FamilyInfo, family_info
 from modules.generation.params import (
     MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
 )
+from modules.messages import Message
 from modules.ui import lora_panel, presets_panel
 from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
-from modules.ui.i18n import Translator, translate_note
+from modules.ui.i18n import Translator, message_text
 
 #: txt2img inputs in the order of the generate handler's parameters (also the API's order)
 PARAM_FIELDS = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "width", "height",
@@ -107,9 +108,9 @@ def _number(name: str, value, default, kind=int):
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(name, "must be a number") from None
+        raise InvalidRequest(name, Message("rule.number")) from None
     if kind is int and number != float(value):
-        raise InvalidRequest(name, "must be a whole number")
+        raise InvalidRequest(name, Message("rule.whole"))
     return number
 
 
@@ -235,7 +236,7 @@ def run_request(engine, t: Translator, request: GenerationRequest, poll_s: float
     images += result.images[len(images):]
     infotexts = list(result.infotexts)
     done = t("progress.done", count=len(result.images), seconds=f"{result.elapsed_s:.1f}")
-    notes = [translate_note(t, str(note)) for note in (getattr(result, "notes", None) or [])]
+    notes = [message_text(t, note) for note in (getattr(result, "notes", None) or [])]
     for note in notes:
         gr.Warning(note, title=t("progress.notes_title"))
     if notes:
