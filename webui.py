@@ -14,7 +14,9 @@ import threading
 import time
 from dataclasses import replace
 
-from modules.settings import Settings, build_parser, settings_from_args
+from modules.cli.serve import build_parser
+from modules.cli.settings import settings_from_args
+from modules.settings import Settings
 
 log = logging.getLogger("visage")
 

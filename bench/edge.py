@@ -17,7 +17,6 @@ Packages are built with the real ``build_edge`` code. Every variant is measured 
 with random weights it is only a bug detector (an identical pipeline gives > 40 dB, a broken one < 10 dB).
 
     python -m bench.edge [--workdir DIR] [--runs 3] [--variants a,b,c,...] [--no-wait] [--build-only]
-    python -m modules.cli bench edge [same flags]
 """
 from __future__ import annotations
 
@@ -335,7 +334,7 @@ def worker_distill(work: Path, steps: int) -> dict:
 
     import torch
 
-    from modules.edge.build import _encode, preset_prompts
+    from modules.edge.calibration import encode_prompt, preset_prompts
     from modules.edge.prune import distill, prune_unet
     from modules.families import Family
     from modules.loader import load_pipeline
@@ -345,7 +344,7 @@ def worker_distill(work: Path, steps: int) -> dict:
     entry = ModelRegistry(folders, HashCache(folders.cache / "hashes.json"), hf_cache=work / "no-hf-cache").get(MODEL_NAME)
     pipe = load_pipeline(entry, folders=folders, torch_dtype=torch.float32)
     with torch.no_grad():
-        embeds = [_encode(pipe, Family.SD15, p, n) for p, n in preset_prompts(Family.SD15, 2)]
+        embeds = [encode_prompt(pipe, Family.SD15, p, n) for p, n in preset_prompts(Family.SD15, 2)]
     teacher = copy.deepcopy(pipe.unet)
     prune_s = time.perf_counter()
     report = prune_unet(pipe.unet, 0.5)

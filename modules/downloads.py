@@ -1,4 +1,9 @@
-"""Fetching a model repo from the Hugging Face Hub into its cache (the only place Visage goes online)."""
+"""Fetching a model repo from the Hugging Face Hub into its cache (the only place Visage goes online).
+
+A download is an :class:`~modules.operations.Operation` of one stage, "downloading", whose progress is in
+bytes (``on_progress("downloading", done, total)``) and which stops cooperatively (``should_stop``) between
+byte reports. Its output needs no swap of ours: huggingface_hub writes each file under ``.incomplete`` in the
+cache and moves it into place when it is complete."""
 from __future__ import annotations
 
 import os
@@ -8,6 +13,7 @@ from typing import Callable
 
 from modules.errors import DownloadError
 from modules.families import Family
+from modules.operations import Operation, ProgressCallback
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,13 @@ ALLOW_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.s
 IGNORE_PATTERNS = ["*.fp16.safetensors", "*.ckpt", "*.bin", "*.msgpack", "*.onnx*"]
 
 
-def download_repo(repo_id: str, *, cache_dir: Path | None = None,
-                  on_progress: Callable[[int, int], None] | None = None) -> Path:
+def download_repo(repo_id: str, *, cache_dir: Path | None = None, on_progress: ProgressCallback | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> Path:
     """Download ``repo_id`` into the HF cache; return the snapshot folder.
 
-    Fails fast offline (``HF_HUB_OFFLINE=1`` or no network) with a DownloadError that says so.
+    ``on_progress(label, done, total)``: the stage, then bytes; ``should_stop()`` true stops at the next
+    report (Interrupted; the files already complete stay in the cache). Fails fast offline
+    (``HF_HUB_OFFLINE=1`` or no network) with a DownloadError that says so.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -48,7 +56,9 @@ def download_repo(repo_id: str, *, cache_dir: Path | None = None,
         raise DownloadError(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise DownloadError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set (offline mode)")
-    tqdm_class = _progress_tqdm(on_progress) if on_progress else None
+    op = Operation(("downloading",), on_progress=on_progress, should_stop=should_stop)
+    op.stage()
+    tqdm_class = _progress_tqdm(op) if (on_progress or should_stop) else None
     try:
         path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
                                  ignore_patterns=IGNORE_PATTERNS, tqdm_class=tqdm_class)
@@ -63,15 +73,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _progress_tqdm(on_progress: Callable[[int, int], None]):
-    """A tqdm subclass that forwards byte counts to ``on_progress(done, total)``."""
+def _progress_tqdm(op: Operation):
+    """A tqdm subclass that forwards byte counts to ``op`` and is its cancel point."""
     from tqdm.auto import tqdm
 
     class _Forward(tqdm):
         def update(self, n=1):
             result = super().update(n)
             if self.unit == "B" or self.total:
-                on_progress(int(self.n), int(self.total or 0))
+                op.report("downloading", int(self.n), int(self.total or 0))
+            op.check()
             return result
 
     return _Forward

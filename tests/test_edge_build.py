@@ -17,7 +17,7 @@ from modules.edge.build import EdgeBuildOptions, build_edge_for, default_name
 from modules.edge.manifest import check_package
 from modules.edge.prune import prune_unet
 from modules.edge.runtime import EdgePipeline
-from modules.errors import InvalidRequest, MissingComponent, ModelLoadError, UnsupportedModel
+from modules.errors import Interrupted, InvalidRequest, MissingComponent, ModelLoadError, UnsupportedModel
 from modules.families import Family
 from modules.registry import HashCache, ModelRegistry
 from modules.registry.entry import ModelFormat
@@ -154,6 +154,19 @@ def test_lora_is_merged_and_recorded(env, fp32_package):
     merged = generate(path, output_type="latent")
     assert (base - merged).abs().max() > 1e-2  # the LoRA changed the result
     assert torch.allclose(base, generate(fp32_package, output_type="latent"))
+
+
+def test_cancel_mid_build_leaves_no_package_and_no_temp(env):
+    folders, registry, cache = env
+    labels = []
+    with pytest.raises(Interrupted):
+        build_edge_for(registry.get("tiny15"), folders, "cancelled", EdgeBuildOptions(**TINY_BUILD, quantize="none"),
+                       hf_cache=folders.cache / "no-hf", hash_cache=cache,
+                       on_progress=lambda label, i, n: labels.append(label),
+                       should_stop=lambda: "exporting U-Net" in labels)
+    assert labels[-1] == "exporting U-Net"  # stopped as the next stage was due
+    assert not (folders.edge / "cancelled").exists()
+    assert not [p for p in folders.edge.iterdir() if p.name.startswith(".")]
 
 
 def test_pruned_unet_keeps_valid_shapes_and_runs():

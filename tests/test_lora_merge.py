@@ -33,9 +33,10 @@ from modules.errors import Interrupted, InvalidRequest, UnsafeName  # noqa: E402
 from modules.families import Family  # noqa: E402
 from modules.loader import load_pipeline  # noqa: E402
 from modules.lora import LoraError, ensure_hashes, inspect_lora, scan_loras  # noqa: E402
+from modules.atomic import clear_stale_temps  # noqa: E402
+from modules.cli.lora import parse_lora_arg  # noqa: E402
 from modules.lora.merge import (  # noqa: E402
-    MERGE_KEY, SIDECAR_NAME, TEST_PAUSE_ENV, clear_stale_temps, merge_loras, merge_output_path, parse_lora_arg,
-    read_merge_info,
+    MERGE_KEY, SIDECAR_NAME, merge_loras, merge_output_path, read_merge_info,
 )
 from modules.lora.patcher import LoraPatcher  # noqa: E402
 from modules.registry import HashCache, ModelRegistry  # noqa: E402
@@ -493,9 +494,23 @@ def _read_lines(stream, out: queue.Queue) -> None:
     out.put(None)
 
 
+#: the merge-lora command in a child process, held before the swap by a ``before_swap`` that sleeps
+HOLD_BEFORE_SWAP = """
+import sys, time
+from modules.cli import build_parser
+from modules.cli.lora import run_merge
+
+def hold(temp):
+    print(f"visage-test: holding {temp}", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+sys.exit(run_merge(build_parser().parse_args(sys.argv[1:]), before_swap=hold))
+"""
+
+
 def test_cli_merge_killed_mid_write_leaves_nothing_then_succeeds(tmp_path):
-    """SIGKILL while the merged file exists only under its temp name (held there by the test-only
-    ``VISAGE_TEST_SLOW_WRITE`` pause): no model appears, the registry lists no temp entry, the base file is
+    """SIGKILL while the merged file exists only under its temp name (held there by the child's
+    ``before_swap`` pause): no model appears, the registry lists no temp entry, the base file is
     byte-identical. A second run cleans the leftover and writes the model."""
     from modules.cli import main
     from modules.tiny import install_tiny_clip_tokenizer, make_tiny_model
@@ -510,8 +525,8 @@ def test_cli_merge_killed_mid_write_leaves_nothing_then_succeeds(tmp_path):
     args = ["merge-lora", "--base", "base", "--lora", "face:0.8:0.5", "--out", "killed", "--dtype", "fp32",
             "--models-dir", str(folders.models), "--cache-dir", str(folders.cache)]
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", TEST_PAUSE_ENV: "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "modules.cli", *args], cwd=REPO_ROOT, env=env,
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_BEFORE_SWAP, *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True).start()

@@ -269,8 +269,8 @@ class Engine:
 
     def download_model(self, repo_id: str) -> Job:
         def run(ctx: JobContext):
-            path = download_repo(repo_id, cache_dir=self.settings.hf_cache,
-                                 on_progress=lambda done, total: ctx.report("downloading", done, total))
+            path = download_repo(repo_id, cache_dir=self.settings.hf_cache, on_progress=ctx.report,
+                                 should_stop=lambda: ctx.cancelled)
             self.registry.refresh()
             return path
         return self.downloads.submit("download", run)

@@ -16,31 +16,28 @@ How (:func:`merge_loras`):
    same JSON in ``visage_merge.json``.
 
 The base pipeline in memory is never modified (its tensors are only read) and the base file is only read.
-Output is atomic: everything is written under a hidden temp name (``.NAME.PID.merge.tmp``, which the
-registry and LoRA scanners skip) in the destination folder and renamed at the end; an interrupted merge
-leaves at most such a temp entry, which the next merge to the same name removes once its process is gone.
+Output is atomic (:meth:`modules.operations.Operation.output`, i.e. :func:`modules.atomic.atomic_output`):
+everything is written under a hidden temp name (``.NAME.PID.merge.tmp``, which the registry and LoRA
+scanners skip) in the destination folder and swapped in at the end; an interrupted merge leaves at most
+such a temp entry, which the next merge to the same name removes once its process is gone.
 
 Z-Image single-file output mirrors the base: a DiT-only base gives a DiT-only file (it needs the same
 companion folder), an all-in-one file or a diffusers folder gives an all-in-one file.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import logging
 import os
-import re
-import shutil
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.errors import InvalidRequest, VisageError
 from modules.families import Family
 from modules.lora.formats import LoraInfo, check_compatible
+from modules.operations import Operation
 from modules.messages import Message
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry, ModelFormat
@@ -53,9 +50,6 @@ MERGE_VERSION = 1
 FORMATS = (ModelFormat.SINGLE_FILE, ModelFormat.DIFFUSERS)
 DTYPES = ("fp16", "bf16", "fp32")
 SUFFIX = ".safetensors"
-#: test-only hook: seconds to wait, with the output complete under its temp name, before the final rename
-TEST_PAUSE_ENV = "VISAGE_TEST_SLOW_WRITE"
-_TEMP_RE = r"^\.+{name}\.(\d+)\.(merge|old)\.tmp(\.\d+\.tmp)?$"
 
 Progress = Callable[[str, int, int], None]
 
@@ -163,64 +157,6 @@ def _base_hashes(entry: ModelEntry, cache) -> tuple[str | None, str | None]:
         files = folder_hash_files(path, DIFFUSERS_HASH_SUFFIXES, DIFFUSERS_HASH_NAMES)
         full = combine_folder_hash([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
     return (short_hash(full) if full else None), None
-
-
-# ---------------------------------------------------------------------------------------------
-# temp files
-# ---------------------------------------------------------------------------------------------
-
-def _temp_path(final: Path, tag: str = "merge") -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.{tag}.tmp")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but not ours (EPERM)
-        return True
-    return True
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def clear_stale_temps(final: Path) -> list[Path]:
-    """Remove temp entries that interrupted merges to ``final`` left behind (their process is gone).
-
-    A model moved aside for an overwrite (``.NAME.PID.old.tmp``) is put back when ``final`` is missing."""
-    parent = final.parent
-    if not parent.is_dir():
-        return []
-    pattern = re.compile(_TEMP_RE.format(name=re.escape(final.name)))
-    removed = []
-    for child in sorted(parent.iterdir()):
-        m = pattern.match(child.name)
-        if not m or _pid_alive(int(m.group(1))):
-            continue
-        if m.group(2) == "old" and not m.group(3) and not final.exists():
-            os.replace(child, final)
-            continue
-        _remove(child)
-        log.info("removed %s, left by an interrupted merge", child)
-        removed.append(child)
-    return removed
-
-
-def _test_pause(temp: Path) -> None:
-    """Test-only: hold the finished temp output for ``$VISAGE_TEST_SLOW_WRITE`` seconds (kill tests)."""
-    raw = os.environ.get(TEST_PAUSE_ENV)
-    if not raw:
-        return
-    print(f"visage-test: holding {temp}", file=sys.stderr, flush=True)
-    time.sleep(float(raw))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,13 +323,15 @@ def _zimage_file_components(entry: ModelEntry) -> tuple[str, ...] | None:
 def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, float, float]], *,
                 out_path: Path, fmt: str, dtype: str, base_entry: ModelEntry, patcher=None,
                 on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                overwrite: bool = False, hash_cache=None) -> Path:
+                overwrite: bool = False, hash_cache=None, before_swap: Callable[[Path], None] | None = None) -> Path:
     """Fuse ``loras`` ((info, U-Net/DiT weight, text-encoder weight), as for ``LoraPatcher.apply``) into a
     copy of ``pipe`` and write it to ``out_path`` as ``fmt`` ("single-file" | "diffusers") in ``dtype``
     ("fp16" | "bf16" | "fp32"). Returns the written path. ``pipe`` and the base files are left as they were.
 
-    ``on_progress(label, done, total)`` is called between stages; ``should_stop()`` true stops before the
-    next stage (Interrupted; nothing written). Raises LoraError, InvalidRequest, MergeError.
+    An :class:`~modules.operations.Operation`: ``on_progress(label, done, total)`` is called as each stage
+    starts; ``should_stop()`` true stops before the next stage, or after writing but before the output is
+    swapped in (Interrupted; nothing left behind). ``before_swap(temp)`` runs with the finished output
+    under its temp name. Raises LoraError, InvalidRequest, MergeError.
     """
     import torch
 
@@ -425,21 +363,13 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     for info, _, _ in wanted:
         check_compatible(info, family)
 
-    total = len(wanted) + 4  # hashing, one per LoRA, fusing, converting, writing
-    step = 0
-
-    def stage(label: str) -> None:
-        nonlocal step
-        if should_stop is not None and should_stop():
-            raise Interrupted(step, total)
-        if on_progress is not None:
-            on_progress(label, step, total)
-        step += 1
-
+    # stages: hashing, one per LoRA, fusing, converting, writing
+    op = Operation(len(wanted) + 4, on_progress=on_progress, should_stop=should_stop)
+    stage = op.stage
     cache = hash_cache if hash_cache is not None else getattr(patcher, "hash_cache", None)
     stage("hashing")
     wanted_by_adapter = _by_adapter([(ensure_hashes(info, cache), u, t) for info, u, t in wanted])
-    total = len(wanted_by_adapter) + 4  # the same file twice is one LoRA
+    op.total = len(wanted_by_adapter) + 4  # the same file twice is one LoRA
     base_hash, base_sha = _base_hashes(base_entry, cache)
 
     work = _working_copy(pipe)
@@ -465,10 +395,9 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
                          te_weight=t, format=info.format) for info, u, t in wanted_by_adapter.values()]
     record = merge_metadata(base_entry, base_hash, merged, dtype, fmt, base_sha)
     stage(f"writing {out_path.name}")
-    _write(work, family, out_path, fmt, record, base_entry, overwrite,
-           lambda: should_stop is not None and should_stop(), (step, total))
-    if on_progress is not None:
-        on_progress("done", total, total)
+    with op.output(out_path, overwrite=overwrite, tag="merge", before_swap=before_swap, error=MergeError) as temp:
+        _write(work, family, temp, fmt, record, base_entry)
+    op.finish()
     return out_path
 
 
@@ -515,129 +444,13 @@ def _load_adapters(work, family: Family, components: Sequence[str], wanted: dict
     work.set_adapters(list(wanted), adapter_weights=weights)
 
 
-def _write(work, family: Family, out_path: Path, fmt: str, record: dict, base_entry: ModelEntry,
-           overwrite: bool, stop: Callable[[], bool], at: tuple[int, int]) -> None:
-    """Write under a temp name, then rename; a stop request seen before the rename discards the temp."""
+def _write(work, family: Family, temp: Path, fmt: str, record: dict, base_entry: ModelEntry) -> None:
+    """Write the merged model to ``temp`` (a file, or a diffusers folder with its ``visage_merge.json``)."""
     from modules.checkpoints.single_file import save_single_file
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale_temps(out_path)
-    temp = _temp_path(out_path)
-    old = None
-    try:
-        if fmt == ModelFormat.SINGLE_FILE:
-            comps = _zimage_file_components(base_entry) if family is Family.ZIMAGE else None
-            save_single_file(work, family, temp, {MERGE_KEY: json.dumps(record)}, components=comps)
-            _test_pause(temp)
-            if stop():
-                raise Interrupted(*at)
-            os.replace(temp, out_path)
-        else:
-            work.save_pretrained(str(temp), safe_serialization=True)
-            (temp / SIDECAR_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
-            _test_pause(temp)
-            if stop():
-                raise Interrupted(*at)
-            if out_path.exists() and overwrite:
-                old = _temp_path(out_path, "old")
-                os.replace(out_path, old)
-            os.replace(temp, out_path)
-    except OSError as exc:
-        if old is not None and old.exists() and not out_path.exists():
-            os.replace(old, out_path)
-        raise MergeError(f"could not write {out_path.name}: {exc.strerror or exc}") from exc
-    finally:
-        if temp.exists():
-            _remove(temp)
-        if old is not None and old.exists() and out_path.exists():
-            _remove(old)
-
-
-# ---------------------------------------------------------------------------------------------
-# command line: python -m modules.cli merge-lora
-# ---------------------------------------------------------------------------------------------
-
-def parse_lora_arg(text: str) -> tuple[str, float, float]:
-    """``NAME``, ``NAME:W`` or ``NAME:UNET_W:TE_W`` -> (name, unet weight, text-encoder weight)."""
-    parts = text.split(":")
-    numbers: list[float] = []
-    while len(parts) > 1 and len(numbers) < 2:
-        try:
-            numbers.insert(0, float(parts[-1]))
-        except ValueError:
-            break
-        parts.pop()
-    name = ":".join(parts).strip()
-    if not name:
-        raise argparse.ArgumentTypeError(f"--lora {text!r}: no LoRA name")
-    if not numbers:
-        return name, 1.0, 1.0
-    return name, numbers[0], numbers[-1]
-
-
-def configure_merge_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="base model: name, title, hash or path")
-    p.add_argument("--lora", required=True, action="append", type=parse_lora_arg, metavar="NAME[:W|:UNET_W:TE_W]",
-                   help="LoRA and weight (default 1); repeat for several")
-    p.add_argument("--out", required=True, help="name of the new model in models/Stable-diffusion")
-    p.add_argument("--format", dest="fmt", default=ModelFormat.SINGLE_FILE, choices=list(FORMATS))
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model of that name")
-    p.add_argument("--models-dir", help="models folder (default ./models; an A1111 'models' folder works)")
-    p.add_argument("--cache-dir", help="hash cache folder (default ./cache)")
-    p.add_argument("--lora-dir", action="append", default=[], help="extra LoRA folder (besides models/Lora)")
-
-
-def _quiet_library_bars() -> None:
-    """diffusers/transformers draw their own bars (weights loading, shard writing): keep one bar on stderr."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def cmd_merge_lora(args) -> int:
-    """Merge, with a progress bar on stderr; prints the written path."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from modules.loader import load_pipeline
-    from modules.lora.scan import find_lora, lora_folders, scan_loras
-    from modules.registry import HashCache, ModelRegistry
-    from modules.settings import REPO_ROOT
-
-    models = Path(args.models_dir or REPO_ROOT / "models").expanduser().resolve()
-    cache_dir = Path(args.cache_dir or REPO_ROOT / "cache").expanduser().resolve()
-    folders = Folders(models=models, outputs=REPO_ROOT / "outputs", cache=cache_dir)
-    out_path = merge_output_path(folders, args.out, args.fmt, overwrite=args.overwrite)
-    hash_cache = HashCache(folders.cache / "hashes.json")
-    entry = ModelRegistry(folders, hash_cache).get(args.base)
-    if entry.family is None or not entry.supported:
-        raise InvalidRequest("base", f"{entry.name}: {entry.reason or 'not a supported model'}")
-    available = scan_loras(lora_folders(folders, args.lora_dir))
-    loras = [(find_lora(available, name), u, t) for name, u, t in args.lora]
-    for info, _, _ in loras:
-        check_compatible(info, entry.family)
-
-    bar = tqdm(total=1, file=sys.stderr, desc="merge", unit="step", bar_format="{desc}: {bar} {n_fmt}/{total_fmt}")
-
-    def on_progress(label: str, done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_description_str(label)
-        bar.refresh()
-
-    _quiet_library_bars()
-    try:
-        bar.set_description_str(f"loading {entry.name}")
-        bar.refresh()
-        load_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype, torch.float32)
-        pipe = load_pipeline(entry, folders=folders, torch_dtype=load_dtype)
-        path = merge_loras(pipe, entry.family, loras, out_path=out_path, fmt=args.fmt, dtype=args.dtype,
-                           base_entry=entry, on_progress=on_progress, overwrite=args.overwrite,
-                           hash_cache=hash_cache)
-    finally:
-        bar.close()
-    print(path)
-    return 0
+    if fmt == ModelFormat.SINGLE_FILE:
+        comps = _zimage_file_components(base_entry) if family is Family.ZIMAGE else None
+        save_single_file(work, family, temp, {MERGE_KEY: json.dumps(record)}, components=comps)
+    else:
+        work.save_pretrained(str(temp), safe_serialization=True)
+        (temp / SIDECAR_NAME).write_text(json.dumps(record, indent=1), encoding="utf-8")
