@@ -8,6 +8,7 @@ from pathlib import Path
 from modules.edge.export import ATTENTION_KINDS
 from modules.edge.quantize import DEFAULT_UNET_METHOD
 from modules.errors import InvalidRequest, VisageError
+from modules.messages import Message
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry
 
