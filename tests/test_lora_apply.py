@@ -21,6 +21,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from modules.families import Family  # noqa: E402
 from modules.lora import LoraError, LoraFormat, ensure_hashes, inspect_lora  # noqa: E402
+from modules.lora import keymap  # noqa: E402
 from modules.lora import patcher as patcher_mod  # noqa: E402
 from modules.lora.patcher import LoraPatcher, text_encoder_state  # noqa: E402
 
@@ -352,22 +353,22 @@ def test_real_cloneofsimo_files_fit_full_size_sd15(shared_assets):
         te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                           num_attention_heads=12, projection_dim=768))
     fake_pipe = SimpleNamespace(unet=unet, text_encoder=te)
-    tables = {"unet": patcher_mod._lora_modules(unet), "text_encoder": patcher_mod._lora_modules(te)}
+    tables = {"unet": keymap.lora_modules(unet), "text_encoder": keymap.lora_modules(te)}
     for fname in ("cloneofsimo_lora_disney.safetensors", "cloneofsimo_analog_svd_rank4.safetensors"):
         sd = load_file(str(shared_assets / "lora" / fname))
-        targets, unmatched = patcher_mod._cloneofsimo_layers(fake_pipe, sd, tables)
+        targets, unmatched = keymap.cloneofsimo_layers(fake_pipe, sd, tables)
         assert not unmatched
         assert sum(1 for c, _ in targets if c == "unet") == 144
         assert sum(1 for c, _ in targets if c == "text_encoder") == 48
-        old, new = patcher_mod._cloneofsimo_orders(unet)
+        old, new = keymap.cloneofsimo_orders(unet)
         entries = {}
         for key, tensor in sd.items():
             if key.startswith("unet:"):
                 _, i, kind = key.split(":")
-                layer = entries.setdefault(int(i), patcher_mod._Layer())
+                layer = entries.setdefault(int(i), keymap.Layer())
                 setattr(layer, kind, tensor)
-        assert patcher_mod._fits(old, entries, tables["unet"])
-        assert not patcher_mod._fits(new, entries, tables["unet"])
+        assert keymap.fits_order(old, entries, tables["unet"])
+        assert not keymap.fits_order(new, entries, tables["unet"])
 
 
 def test_real_cloneofsimo_file_on_tiny_model_is_a_clear_error(shared_assets, sd15):

@@ -325,10 +325,34 @@ def test_zimage_dit_only_base_gives_dit_only_file(env, pipes, tmp_path):
     out.unlink()
 
 
+def test_fuse_loras_in_place_adds_up_the_same_file_and_skips_weight_zero(tmp_path):
+    """The one fuse (merge-and-save and the edge build): the same file twice adds its weights up, weight 0
+    is skipped, and the pipeline ends with plain modules holding what diffusers' ``fuse_lora`` gives."""
+    from modules.lora.fuse import fuse_loras
+    from modules.tiny.components import tiny_pipeline
+
+    ours, ref = tiny_pipeline("sd15", 5), tiny_pipeline("sd15", 5)
+    a, b = (inspect_lora(write_lora(tmp_path / f"f{i}.safetensors", ours, "sd15", seed=i)) for i in (1, 2))
+    report = fuse_loras(ours, "sd15", [(a, 0.5, 0.25), (b, 0.0, 0.0), (a, 0.25, 0.25)])
+    assert [(info.name, u, t) for info, u, t in report.loras] == [(a.name, 0.75, 0.5)]
+    assert report.records() == [{"name": a.name, "hash": ensure_hashes(a).hash, "unet_weight": 0.75,
+                                 "te_weight": 0.5}]
+    assert report.layers > 0 and report.components == ["unet", "text_encoder"]
+    names = [x.adapter for x in LoraPatcher().apply(ref, "sd15", [(a, 0.75, 0.5)]).active]
+    with torch.no_grad():
+        ref.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
+    ref.unload_lora_weights()
+    for comp in ("unet", "text_encoder"):
+        mine, theirs = getattr(ours, comp).state_dict(), getattr(ref, comp).state_dict()
+        assert set(mine) == set(theirs) and not [k for k in mine if "lora" in k]
+        assert max(float((mine[k] - theirs[k]).abs().max()) for k in mine) <= 1e-6, comp
+    assert fuse_loras(ours, "sd15", [(b, 0.0, 0.0)]).loras == []
+
+
 def test_fast_fuse_equals_diffusers_fuse_lora(tmp_path):
     """The in-place fusing (plain LoRA Linear, LoCon 3x3 conv, text encoder) gives the weights that
     ``fuse_lora`` gives, with two adapters at different U-Net / text-encoder weights."""
-    from modules.lora import merge
+    from modules.lora.fuse import fuse_adapters
     from modules.tiny.components import tiny_pipeline
 
     ours, ref = tiny_pipeline("sd15", 5), tiny_pipeline("sd15", 5)
@@ -340,7 +364,7 @@ def test_fast_fuse_equals_diffusers_fuse_lora(tmp_path):
         names = [a.adapter for a in report.active]
     with torch.no_grad():
         for comp in ("unet", "text_encoder"):
-            assert merge._fuse(getattr(ours, comp), names) > 0
+            assert fuse_adapters(getattr(ours, comp), names) > 0
         ref.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
     ours.unload_lora_weights()
     ref.unload_lora_weights()

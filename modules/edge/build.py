@@ -39,21 +39,11 @@ __all__ = ["EdgeBuildError", "EdgeBuildOptions", "build_edge", "build_edge_for",
 # ---------------------------------------------------------------------------------------------
 
 def merge_loras_in_place(pipe, family: Family, loras, hash_cache=None) -> list[dict]:
-    """Fuse ``loras`` ((LoraInfo, U-Net weight, TE weight)) into ``pipe``'s own weights; returns their records."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    """Fuse ``loras`` ((LoraInfo, U-Net weight, TE weight)) into ``pipe``'s own (float32) weights with the one
+    LoRA fuse, :func:`modules.lora.fuse.fuse_loras`; returns their records."""
+    from modules.lora.fuse import fuse_loras
 
-    from modules.lora.patcher import FAMILY_COMPONENTS, LoraPatcher
-
-    if not loras:
-        return []
-    report = LoraPatcher(hash_cache=hash_cache).apply(pipe, family, loras)
-    comps = [c for c in FAMILY_COMPONENTS[family] if getattr(pipe, c, None) is not None
-             and any(isinstance(m, BaseTunerLayer) for m in getattr(pipe, c).modules())]
-    if comps:
-        pipe.fuse_lora(components=comps, lora_scale=1.0, adapter_names=[a.adapter for a in report.active])
-        pipe.unload_lora_weights()
-    return [{"name": a.name, "hash": a.hash, "unet_weight": a.unet_weight, "te_weight": a.te_weight}
-            for a in report.active]
+    return fuse_loras(pipe, family, loras, hash_cache=hash_cache).records()
 
 
 # ---------------------------------------------------------------------------------------------

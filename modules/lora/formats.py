@@ -17,12 +17,14 @@ from kohya/modelspec metadata, and last from naming habits (sgm ``input_blocks``
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from modules.checkpoints.lora_keys import (
+    CLONEOFSIMO_KEY, DOWN_KINDS, KOHYA_TE, KOHYA_UNET, adapter_metadata, split_key, strip_prefix,
+)
 from modules.errors import UnsupportedModel
 from modules.families import Family
 from modules.messages import Message
@@ -73,30 +75,9 @@ CLONEOFSIMO_NON_SD15 = "cloneofsimo lora_diffusion (2022) files are supported fo
 DIFFUSION_MODEL_SD_REASON = ("ComfyUI-style 'diffusion_model.' LoRAs are supported for Z-Image only; "
                              "for SD 1.5/SDXL use the kohya or diffusers version of this LoRA")
 
-# (suffix, kind); longest suffixes first so ".lora_down.weight" wins over ".weight"-like endings
-_SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".lora_linear_layer.down.weight", "down"), (".lora_linear_layer.up.weight", "up"),
-    (".lora_magnitude_vector.weight", "dora_peft"), (".lora_magnitude_vector", "dora_peft"),
-    (".lora_down.weight", "down"), (".lora_up.weight", "up"), (".lora_mid.weight", "mid"),
-    (".lora.down.weight", "down"), (".lora.up.weight", "up"),
-    ("_lora.down.weight", "down"), ("_lora.up.weight", "up"),
-    (".lora_A.weight", "A"), (".lora_B.weight", "B"), (".lora_A.bias", "bias"), (".lora_B.bias", "bias"),
-    (".dora_scale", "dora"), (".alpha", "alpha"),
-    (".hada_w1_a", "hada"), (".hada_w1_b", "hada"), (".hada_w2_a", "hada"), (".hada_w2_b", "hada"),
-    (".hada_t1", "hada"), (".hada_t2", "hada"),
-    (".lokr_w1_a", "lokr"), (".lokr_w1_b", "lokr"), (".lokr_w2_a", "lokr"), (".lokr_w2_b", "lokr"),
-    (".lokr_w1", "lokr"), (".lokr_w2", "lokr"), (".lokr_t2", "lokr"),
-    (".oft_blocks", "oft"), (".oft_diag", "oft"), (".oft_R", "oft"),
-    (".a1.weight", "glora"), (".a2.weight", "glora"), (".b1.weight", "glora"), (".b2.weight", "glora"),
-    (".on_input", "ia3"), (".diff_b", "full"), (".diff", "full"), (".w_norm", "norm"), (".b_norm", "norm"),
-)
-_DOWN_KINDS = ("down", "A")
 _LYCORIS_OTHER_KINDS = {"mid": "LoCon-Tucker (lora_mid)", "oft": "OFT", "glora": "GLoRA", "ia3": "IA3",
                         "full": "full-weight diff", "norm": "norm"}
 
-_CLONEOFSIMO_KEY = re.compile(r"^(unet|text_encoder):(\d+):(up|down)$")
-_KOHYA_TE = ("lora_te_", "lora_te1_", "lora_te2_")
-_DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.", "transformer.")
 _ZIMAGE_STRUCTURE = re.compile(
     r"(^|[._])(layers|noise_refiner|context_refiner)[._]\d+[._](attention|feed_forward|adaLN_modulation)"
     r"|(^|[._])(all_x_embedder|all_final_layer|cap_embedder)[._]")
@@ -162,31 +143,8 @@ class KeyAnalysis:
     family_evidence: str = ""
 
 
-def split_key(key: str) -> tuple[str, str]:
-    """``(module, kind)`` of a LoRA key; kind ``"unknown"`` when the suffix is not a known one."""
-    for suffix, kind in _SUFFIXES:
-        if key.endswith(suffix):
-            return key[: -len(suffix)], kind
-    return key, "unknown"
-
-
-def _strip_prefix(module: str) -> tuple[str, str]:
-    """``(prefix kind, rest)``: kohya/diffusion_model/diffusers-component/bare."""
-    for p in ("lora_unet_",) + _KOHYA_TE:
-        if module.startswith(p):
-            return p, module[len(p):]
-    if module.startswith("diffusion_model."):
-        return "diffusion_model.", module[len("diffusion_model."):]
-    if module.startswith("base_model.model."):
-        return "", module[len("base_model.model."):]
-    for p in _DIFFUSERS_PREFIXES:
-        if module.startswith(p):
-            return p, module[len(p):]
-    return "", module
-
-
 def _is_te_prefix(prefix: str, rest: str) -> bool:
-    return prefix in _KOHYA_TE or prefix in ("text_encoder.", "text_encoder_2.") or (
+    return prefix in KOHYA_TE or prefix in ("text_encoder.", "text_encoder_2.") or (
         prefix == "" and rest.startswith(("text_model.", "text_encoders.")))
 
 
@@ -206,26 +164,11 @@ def _family_from_metadata(metadata: Mapping[str, str]) -> tuple[Family | None, b
 
 
 def _diffusers_metadata_alpha(metadata: Mapping[str, str]) -> bool:
-    raw = metadata.get("lora_adapter_metadata")
-    if not raw:
-        return False
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(doc, dict) and any(k.endswith("lora_alpha") for k in doc)
+    return any(k.endswith("lora_alpha") for k in adapter_metadata(metadata))
 
 
-def analyze_keys(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, str] | None = None) -> KeyAnalysis:
-    """Tell format, family, rank and support of a LoRA from its tensor names/shapes and metadata."""
-    metadata = metadata or {}
-    keys = list(shapes)
-    if not keys:
-        return KeyAnalysis(LoraFormat.UNKNOWN, None, supported=False, reason="the file holds no tensors")
-
-    if any(_CLONEOFSIMO_KEY.match(k) for k in keys):
-        return _analyze_cloneofsimo(shapes, metadata)
-
+def _group_keys(keys) -> tuple[dict[str, int], dict[str, set[str]], list[str]]:
+    """(count per kind, kinds per module, keys of no known kind)."""
     kinds: dict[str, int] = {}
     modules: dict[str, set[str]] = {}
     unknown: list[str] = []
@@ -236,77 +179,102 @@ def analyze_keys(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, s
             unknown.append(k)
         else:
             modules.setdefault(module, set()).add(kind)
+    return kinds, modules, unknown
 
-    prefixes = {_strip_prefix(m)[0] for m in modules}
+
+def _parts(modules) -> tuple[bool, bool, set[str]]:
+    """(touches the denoiser, touches a text encoder, text-encoder components)."""
     te_components = set()
     has_unet = has_te = False
     for m in modules:
-        prefix, rest = _strip_prefix(m)
+        prefix, rest = strip_prefix(m)
         if _is_te_prefix(prefix, rest):
             has_te = True
             te_components.add("text_encoder_2" if prefix in ("lora_te2_", "text_encoder_2.") else "text_encoder")
         else:
             has_unet = True
+    return has_unet, has_te, te_components
 
+
+def _rank(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     rank = None
     for k, shape in shapes.items():
         _, kind = split_key(k)
-        if kind in _DOWN_KINDS and shape:
+        if kind in DOWN_KINDS and shape:
             rank = max(rank or 0, int(shape[0]))
         elif kind == "hada" and k.endswith(".hada_w1_b") and shape:
             rank = max(rank or 0, int(shape[0]))
         elif kind == "lokr" and k.endswith(".lokr_w2_b") and shape:
             rank = max(rank or 0, int(shape[0]))
+    return rank
 
-    alpha_present = "alpha" in kinds or _diffusers_metadata_alpha(metadata)
-    family, evidence, sd2 = _infer_family(shapes, modules, metadata, te_components)
 
-    # --- format ---------------------------------------------------------------------------
+def _format_of(kinds: Mapping[str, int], prefixes: set[str]) -> str:
     if "hada" in kinds:
-        fmt = LoraFormat.LOHA
-    elif "lokr" in kinds:
-        fmt = LoraFormat.LOKR
-    elif any(kind in kinds for kind in _LYCORIS_OTHER_KINDS):
-        fmt = LoraFormat.LYCORIS_OTHER
-    elif "diffusion_model." in prefixes:
-        fmt = LoraFormat.DIFFUSION_MODEL
-    elif prefixes & {"lora_unet_", *_KOHYA_TE}:
-        fmt = LoraFormat.KOHYA
-    elif kinds.get("A") or kinds.get("down"):
-        fmt = LoraFormat.DIFFUSERS
-    else:
-        fmt = LoraFormat.UNKNOWN
+        return LoraFormat.LOHA
+    if "lokr" in kinds:
+        return LoraFormat.LOKR
+    if any(kind in kinds for kind in _LYCORIS_OTHER_KINDS):
+        return LoraFormat.LYCORIS_OTHER
+    if "diffusion_model." in prefixes:
+        return LoraFormat.DIFFUSION_MODEL
+    if prefixes & {KOHYA_UNET, *KOHYA_TE}:
+        return LoraFormat.KOHYA
+    if kinds.get("A") or kinds.get("down"):
+        return LoraFormat.DIFFUSERS
+    return LoraFormat.UNKNOWN
 
-    result = KeyAnalysis(fmt, family, rank=rank, has_text_encoder=has_te, has_unet=has_unet,
-                         alpha_present=alpha_present, text_encoders=tuple(sorted(te_components)),
-                         family_evidence=evidence)
 
-    def refuse(reason: str) -> KeyAnalysis:
-        result.supported = False
-        result.reason = reason
-        return result
-
+def _refusal(result: KeyAnalysis, kinds: Mapping[str, int], prefixes: set[str], unknown: list[str],
+             sd2: bool) -> str | None:
+    """Why a LoRA of this shape cannot be used (None when it can)."""
+    fmt, family = result.format, result.family
     if unknown:
-        examples = ", ".join(unknown[:3])
-        return refuse(f"unrecognised LoRA keys ({len(unknown)}, e.g. {examples})")
+        return f"unrecognised LoRA keys ({len(unknown)}, e.g. {', '.join(unknown[:3])})"
     if sd2:
-        result.family = None
-        return refuse(SD2_REASON)
+        return SD2_REASON
     if fmt == LoraFormat.UNKNOWN:
-        return refuse("no LoRA weight pairs found (unknown layout)")
+        return "no LoRA weight pairs found (unknown layout)"
     if fmt == LoraFormat.LOHA:
-        return refuse(LOHA_REASON)
+        return LOHA_REASON
     if fmt == LoraFormat.LYCORIS_OTHER:
         names = sorted({_LYCORIS_OTHER_KINDS[k] for k in kinds if k in _LYCORIS_OTHER_KINDS})
-        return refuse(f"LyCORIS {', '.join(names)} weights are not supported by diffusers 0.42")
+        return f"LyCORIS {', '.join(names)} weights are not supported by diffusers 0.42"
     if fmt == LoraFormat.LOKR and family not in (None, Family.ZIMAGE):
-        return refuse(LOKR_SD_REASON)
+        return LOKR_SD_REASON
     if "dora" in kinds:
-        return refuse(DORA_REASON)
+        return DORA_REASON
     if fmt == LoraFormat.DIFFUSION_MODEL and family not in (None, Family.ZIMAGE):
-        return refuse(DIFFUSION_MODEL_SD_REASON)
+        return DIFFUSION_MODEL_SD_REASON
     if "lora_transformer_" in str(prefixes):
-        return refuse("kohya 'lora_transformer_' keys (Flux/SD3-style) are not supported")
+        return "kohya 'lora_transformer_' keys (Flux/SD3-style) are not supported"
+    return None
+
+
+def analyze_keys(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, str] | None = None) -> KeyAnalysis:
+    """Tell format, family, rank and support of a LoRA from its tensor names/shapes and metadata."""
+    metadata = metadata or {}
+    keys = list(shapes)
+    if not keys:
+        return KeyAnalysis(LoraFormat.UNKNOWN, None, supported=False, reason="the file holds no tensors")
+    if any(CLONEOFSIMO_KEY.match(k) for k in keys):
+        return _analyze_cloneofsimo(shapes, metadata)
+
+    kinds, modules, unknown = _group_keys(keys)
+    prefixes = {strip_prefix(m)[0] for m in modules}
+    has_unet, has_te, te_components = _parts(modules)
+    alpha_present = "alpha" in kinds or _diffusers_metadata_alpha(metadata)
+    family, evidence, sd2 = _infer_family(shapes, modules, metadata, te_components)
+    fmt = _format_of(kinds, prefixes)
+    result = KeyAnalysis(fmt, family, rank=_rank(shapes), has_text_encoder=has_te, has_unet=has_unet,
+                         alpha_present=alpha_present, text_encoders=tuple(sorted(te_components)),
+                         family_evidence=evidence)
+    reason = _refusal(result, kinds, prefixes, unknown, sd2)
+    if reason:
+        result.supported, result.reason = False, reason
+        if sd2:
+            result.family = None
+        return result
     if not alpha_present and fmt == LoraFormat.DIFFUSERS and family != Family.ZIMAGE:
         result.notes.append(Message("note.lora_no_alpha"))
     if "dora_peft" in kinds:
@@ -321,7 +289,7 @@ def analyze_keys(shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, s
 def _infer_family(shapes: Mapping[str, tuple[int, ...]], modules: Mapping[str, set[str]],
                   metadata: Mapping[str, str], te_components: set[str]) -> tuple[Family | None, str, bool]:
     """(family, evidence, is_sd2)."""
-    rests = [_strip_prefix(m) for m in modules]
+    rests = [strip_prefix(m) for m in modules]
     if any(_ZIMAGE_STRUCTURE.search(rest) for _, rest in rests):
         return Family.ZIMAGE, "Z-Image layer names", False
     if "text_encoder_2" in te_components:
@@ -330,9 +298,9 @@ def _infer_family(shapes: Mapping[str, tuple[int, ...]], modules: Mapping[str, s
     # real-model widths: cross-attention context and CLIP width
     for k, shape in shapes.items():
         module, kind = split_key(k)
-        if kind not in _DOWN_KINDS or len(shape) < 2:
+        if kind not in DOWN_KINDS or len(shape) < 2:
             continue
-        prefix, rest = _strip_prefix(module)
+        prefix, rest = strip_prefix(module)
         if _ATTN2_KV.search(rest.replace(".processor.", ".")):
             width = int(shape[1])
             if width == 768:
@@ -370,7 +338,7 @@ def _analyze_cloneofsimo(shapes: Mapping[str, tuple[int, ...]], metadata: Mappin
     context = None
     te_width = None
     for k, shape in shapes.items():
-        m = _CLONEOFSIMO_KEY.match(k)
+        m = CLONEOFSIMO_KEY.match(k)
         if not m:
             others.append(k)
             continue

@@ -4,12 +4,10 @@ How (:func:`merge_loras`):
 
 1. A *working copy* of the pipeline is made whose modules are new objects but whose parameters are the
    base's own tensors (no memory cost; a pipeline on a GPU is copied to the CPU, which does the merge).
-2. The LoRAs are applied to the copy with :class:`~modules.lora.patcher.LoraPatcher` (so every format the
-   patcher reads can be merged, with the same per-layer alphas); LoRAs the live patcher already holds on
-   the base come along with the copy and are reused, not read again. ``set_adapters`` sets the weights;
-   the weights the LoRAs patch are replaced by private float32 clones and the deltas added there (what
-   ``fuse_lora(lora_scale=1)`` computes, as one in-place ``addmm`` per plain LoRA layer; PEFT's own merge
-   for other layer kinds), then ``unload_lora_weights``: the saved state dict holds no LoRA keys.
+2. The LoRAs are fused into the copy by :func:`modules.lora.fuse.fuse_loras` (the one fuse, also used by
+   the edge build): LoRAs the live patcher already holds on the base come along with the copy and are
+   reused, not read again; the weights the LoRAs patch are replaced by private float32 tensors holding
+   base + delta, so the saved state dict holds no LoRA keys and the live pipeline is untouched.
 3. Tensors are cast to the output dtype by replacing them (never in place), then written:
    a single ``.safetensors`` via :func:`~modules.checkpoints.single_file.save_single_file` with metadata
    ``visage.merge`` (JSON: base, LoRAs with hashes and weights, dtype, date), or a diffusers folder with the
@@ -37,8 +35,8 @@ from pathlib import Path
 from modules.errors import InvalidRequest, VisageError
 from modules.families import Family
 from modules.lora.formats import LoraInfo, check_compatible
-from modules.operations import Operation
 from modules.messages import Message
+from modules.operations import Operation
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry, ModelFormat
 
@@ -201,85 +199,6 @@ def _working_copy(pipe):
     return work
 
 
-def _tuner_layers(model):
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-
-
-def _layer_adapters(layer) -> set[str]:
-    """Adapter names held by one PEFT tuner layer (LoRA, LoKr, ...)."""
-    return set(layer._get_available_adapters())
-
-
-def _fast_fusable(layer, adapter: str) -> bool:
-    """A plain LoRA on a Linear or an ungrouped Conv2d with a 1x1 up-projection: delta = s * B @ A."""
-    from peft.tuners.lora.layer import Conv2d, Linear
-
-    if adapter not in getattr(layer, "lora_A", {}) or adapter in getattr(layer, "lora_variant", {}):
-        return False
-    if getattr(layer, "lora_bias", {}).get(adapter, False):
-        return False
-    if isinstance(layer, Linear):
-        return not layer.fan_in_fan_out
-    if isinstance(layer, Conv2d):
-        base = layer.get_base_layer()
-        return base.groups == 1 and tuple(layer.lora_B[adapter].weight.shape[2:]) == (1, 1)
-    return False
-
-
-def _privatize(base, names: Sequence[str] = ("weight", "bias")) -> None:
-    """Give a base layer its own float32 copies of ``names``, so PEFT's in-place merge cannot reach the
-    tensors shared with the live pipeline."""
-    import torch
-
-    for pname in names:
-        p = base._parameters.get(pname)
-        if p is not None:
-            data = p.detach().to(torch.float32 if p.is_floating_point() else p.dtype, copy=True)
-            base._parameters[pname] = torch.nn.Parameter(data, requires_grad=False)
-
-
-def _fuse(model, adapters: Sequence[str]) -> int:
-    """Add the listed adapters into the base layers of ``model`` (each scaled as ``set_adapters`` left it),
-    writing into new float32 tensors, never into the ones shared with the live pipeline.
-
-    Plain LoRA layers: the first adapter is one out-of-place ``addmm`` (the new weight), further ones
-    in-place ``addmm_`` (PEFT's merge, i.e. ``fuse_lora``, would also clone the weight and build two
-    full-size temporaries per layer: several seconds on SD1.5). Anything else (DoRA, LoKr, LoRA bias,
-    grouped convolutions): a private float32 copy, then PEFT's own ``merge``. Returns the layers changed."""
-    import torch
-
-    changed = 0
-    for layer in _tuner_layers(model):
-        mine = [a for a in adapters if a in _layer_adapters(layer)]
-        if not mine:
-            continue
-        base = layer.get_base_layer()
-        private = False
-        rest = []
-        for a in mine:
-            if not _fast_fusable(layer, a):
-                rest.append(a)
-                continue
-            weight = base.weight.detach()
-            down = layer.lora_A[a].weight.detach().float()
-            up = layer.lora_B[a].weight.detach().float()
-            flat_up, flat_down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
-            scale = float(layer.scaling[a])
-            if private:
-                weight.view(weight.shape[0], -1).addmm_(flat_up, flat_down, alpha=scale)
-            else:
-                new = torch.addmm(weight.float().reshape(weight.shape[0], -1), flat_up, flat_down, alpha=scale)
-                base._parameters["weight"] = torch.nn.Parameter(new.view(weight.shape), requires_grad=False)
-                private = True
-        if rest:
-            _privatize(base, ("bias",) if private else ("weight", "bias"))
-            layer.merge(safe_merge=False, adapter_names=rest)
-        changed += 1
-    return changed
-
-
 def _cast_module(model, dtype) -> None:
     """Replace floating parameters and persistent buffers by ``dtype`` copies (shared tensors untouched)."""
     import torch
@@ -335,8 +254,7 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     """
     import torch
 
-    from modules.lora.patcher import FAMILY_COMPONENTS, LoraPatcher
-    from modules.lora.scan import ensure_hashes
+    from modules.lora.fuse import fuse_loras, group_loras
 
     family = Family(family)
     _check_choice("format", fmt, FORMATS)
@@ -365,83 +283,28 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
 
     # stages: hashing, one per LoRA, fusing, converting, writing
     op = Operation(len(wanted) + 4, on_progress=on_progress, should_stop=should_stop)
-    stage = op.stage
     cache = hash_cache if hash_cache is not None else getattr(patcher, "hash_cache", None)
-    stage("hashing")
-    wanted_by_adapter = _by_adapter([(ensure_hashes(info, cache), u, t) for info, u, t in wanted])
-    op.total = len(wanted_by_adapter) + 4  # the same file twice is one LoRA
+    op.stage("hashing")
+    wanted = list(group_loras(wanted, family, cache).values())
+    op.total = len(wanted) + 4  # the same file twice is one LoRA
     base_hash, base_sha = _base_hashes(base_entry, cache)
 
     work = _working_copy(pipe)
-    components = [c for c in FAMILY_COMPONENTS[family] if getattr(work, c, None) is not None]
-    patcher = patcher if patcher is not None else LoraPatcher(hash_cache=cache)
+    fused = fuse_loras(work, family, wanted, patcher=patcher, hash_cache=cache, stage=op.stage)
+    op.stage(f"converting to {dtype}")
     with torch.no_grad():
-        _load_adapters(work, family, components, wanted_by_adapter, patcher, stage)
-        stage("fusing")
-        names = list(wanted_by_adapter)
-        patched = [c for c in components if set(names) & _adapters_in(getattr(work, c))]
-        for c in patched:
-            _fuse(getattr(work, c), names)
-        work.unload_lora_weights()
-        leftovers = [c for c in components if _tuner_layers(getattr(work, c))]
-        if leftovers:
-            raise MergeError(f"LoRA layers remained in {', '.join(leftovers)} after fusing")
-        stage(f"converting to {dtype}")
         for value in work.components.values():
             if isinstance(value, torch.nn.Module):
                 _cast_module(value, torch_dtype)
 
     merged = [MergedLora(name=info.name, hash=info.hash or "", sha256=info.sha256 or "", unet_weight=u,
-                         te_weight=t, format=info.format) for info, u, t in wanted_by_adapter.values()]
+                         te_weight=t, format=info.format) for info, u, t in fused.loras]
     record = merge_metadata(base_entry, base_hash, merged, dtype, fmt, base_sha)
-    stage(f"writing {out_path.name}")
+    op.stage(f"writing {out_path.name}")
     with op.output(out_path, overwrite=overwrite, tag="merge", before_swap=before_swap, error=MergeError) as temp:
         _write(work, family, temp, fmt, record, base_entry)
     op.finish()
     return out_path
-
-
-def _by_adapter(loras) -> dict[str, tuple[LoraInfo, float, float]]:
-    """PEFT adapter name -> (hashed info, U-Net weight, text-encoder weight); the same file twice adds up
-    (as in ``LoraPatcher.apply``)."""
-    from modules.lora.patcher import adapter_name
-
-    out: dict[str, tuple[LoraInfo, float, float]] = {}
-    for info, u, t in loras:
-        a = adapter_name(info)
-        if a in out:
-            out[a] = (out[a][0], out[a][1] + u, out[a][2] + t)
-        else:
-            out[a] = (info, u, t)
-    return out
-
-
-def _adapters_in(model) -> set[str]:
-    return set(getattr(model, "peft_config", None) or {})
-
-
-def _load_adapters(work, family: Family, components: Sequence[str], wanted: dict, patcher, stage) -> None:
-    """Make exactly ``wanted`` active on the working copy, with their weights.
-
-    Adapters the live pipeline already had (copied along, sharing its LoRA tensors) are reused as they
-    are (same file hash = same adapter); the others are loaded by the patcher."""
-    from modules.lora.patcher import DENOISERS
-
-    present = set().union(*(_adapters_in(getattr(work, c)) for c in components))
-    missing = [(info, u, t) for a, (info, u, t) in wanted.items() if a not in present]
-    for a, (info, _, _) in wanted.items():
-        if a in present:
-            stage(f"reusing loaded LoRA {info.name}")
-    for i, (info, _, _) in enumerate(missing):
-        stage(f"loading LoRA {info.name}")
-        patcher.apply(work, family, missing[: i + 1])
-    if present:
-        work.enable_lora()  # the live patcher may have disabled its adapters
-    weights = []
-    for a, (_, u, t) in wanted.items():
-        comps = [c for c in components if a in _adapters_in(getattr(work, c))]
-        weights.append({c: (u if c in DENOISERS else t) for c in comps})
-    work.set_adapters(list(wanted), adapter_weights=weights)
 
 
 def _write(work, family: Family, temp: Path, fmt: str, record: dict, base_entry: ModelEntry) -> None:

@@ -6,20 +6,9 @@ seen is only a ``set_adapters`` call: no file is read and the base model is neve
 LoRA is wanted the adapters are disabled (PEFT then returns the base layer's output unchanged, so the
 image is bit-identical to the one made before any LoRA); ``unload_all`` removes them completely.
 
-How keys reach the modules (what diffusers does is noted where it differs):
-
-* SD 1.5 / SDXL, kohya: key names are matched against the pipeline's own modules (diffusers names and
-  the original sgm ``input_blocks``/``middle_block``/``output_blocks`` names, both ``_``-joined), each
-  layer keeps its own alpha (diffusers' converter loses per-layer alphas when they differ, and fails on
-  text-encoder LoRAs without ``out_proj``), then diffusers/PEFT inject them with an explicit LoraConfig.
-* SD 1.5 / SDXL, diffusers/PEFT: same, with diffusers' own metadata (rank/alpha) used as is when present.
-* cloneofsimo lora_diffusion (SD 1.5): module *i* is the *i*-th Linear lora_diffusion patched, in its
-  order (per transformer block attn1 q,k,v,out, ff GEGLU proj, attn2 q,k,v,out; down, up, then mid
-  blocks; CLIP attention k,v,q,out), checked shape by shape. Scale 1 (no alpha). Embedded
-  textual-inversion tokens are not loaded.
-* Z-Image: diffusers' converter (``ZImagePipeline.lora_state_dict``: ``diffusion_model.``, kohya
-  ``lora_unet_``, dotted and fused-qkv variants, LoKr), then unmatched layers are dropped and the rest
-  loaded into the transformer.
+How a file's layers reach the modules is planned by :mod:`modules.lora.plan` (per-layer alphas, diffusers'
+metadata, Z-Image through diffusers' converter), with the key mapping of :mod:`modules.lora.keymap`
+(kohya and sgm names, diffusers/PEFT names, cloneofsimo's numbered layers).
 
 Layers that match no module are left out and reported (``ApplyReport.unmatched_*``). A LoRA that
 matches nothing, or whose layer shapes do not fit, raises ``LoraError``.
@@ -27,10 +16,8 @@ matches nothing, or whose layer shapes do not fit, raises ``LoraError``.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
-import re
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -39,21 +26,14 @@ from dataclasses import dataclass, field
 import torch
 
 from modules.families import Family
-from modules.lora.formats import (
-    FAMILY_LABELS, LoraError, LoraFormat, LoraInfo, check_compatible, split_key, with_hashes,
-)
+from modules.lora.formats import FAMILY_LABELS, LoraError, LoraInfo, check_compatible, with_hashes
+from modules.lora.keymap import DENOISERS, FAMILY_COMPONENTS, TEXT_ENCODERS
+from modules.lora.plan import Plan, plan_sd, plan_zimage
 from modules.lora.scan import lora_hashes
 from modules.messages import Message
 
 log = logging.getLogger(__name__)
 
-DENOISERS = ("unet", "transformer")
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
-FAMILY_COMPONENTS: dict[Family, tuple[str, ...]] = {
-    Family.SD15: ("unet", "text_encoder"),
-    Family.SDXL: ("unet", "text_encoder", "text_encoder_2"),
-    Family.ZIMAGE: ("transformer",),
-}
 MAX_EXAMPLES = 5
 ADAPTER_PREFIX = "lora_"
 
@@ -119,371 +99,6 @@ def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     with safe_open(str(path), framework="pt", device="cpu") as f:
         metadata = f.metadata() or {}
         return {k: f.get_tensor(k) for k in f.keys()}, dict(metadata)
-
-
-@dataclass
-class _Layer:
-    down: torch.Tensor | None = None
-    up: torch.Tensor | None = None
-    alpha: float | None = None
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # PEFT suffix -> tensor
-
-
-@dataclass
-class _Plan:
-    """What will be loaded: per component, a PEFT state dict (keys prefixed with the component)."""
-
-    state_dicts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    configs: dict[str, dict | None] = field(default_factory=dict)
-    unmatched: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    matched: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def _lora_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Module name -> the base layer a LoRA can patch (through any PEFT wrapper already there)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    table: dict[str, torch.nn.Module] = {}
-    tuner_prefix = None
-    for name, module in model.named_modules():
-        if tuner_prefix is not None and name.startswith(tuner_prefix):
-            continue
-        if isinstance(module, BaseTunerLayer):
-            table[name] = module.get_base_layer()
-            tuner_prefix = name + "."
-        elif isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            table[name] = module
-    return table
-
-
-def _in_out(module: torch.nn.Module) -> tuple[int, int]:
-    if isinstance(module, torch.nn.Conv2d):
-        return module.in_channels, module.out_channels
-    return module.in_features, module.out_features
-
-
-def _fit(tensor: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    """2-D <-> 1x1-conv layout, as the target module needs."""
-    if isinstance(module, torch.nn.Conv2d) and tensor.ndim == 2:
-        return tensor[:, :, None, None]
-    if isinstance(module, torch.nn.Linear) and tensor.ndim == 4 and tensor.shape[2:] == (1, 1):
-        return tensor[:, :, 0, 0]
-    return tensor
-
-
-# --- kohya / sgm names -------------------------------------------------------------------------
-
-_RESNET_SGM = ((".conv1", ".in_layers.2"), (".time_emb_proj", ".emb_layers.1"), (".conv2", ".out_layers.3"),
-               (".conv_shortcut", ".skip_connection"))
-
-
-def _sgm_prefixes(unet) -> dict[str, str]:
-    """diffusers module-name prefix -> original (sgm/LDM) prefix for a UNet2DConditionModel."""
-    out = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
-           "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
-           "add_embedding.linear_2": "label_emb.0.2", "conv_out": "out.2"}
-    idx = 1
-    for i, block in enumerate(unet.down_blocks):
-        n = len(block.resnets)
-        for j in range(n):
-            out[f"down_blocks.{i}.resnets.{j}"] = f"input_blocks.{idx + j}.0"
-            if getattr(block, "attentions", None) is not None and j < len(block.attentions):
-                out[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{idx + j}.1"
-        idx += n
-        if getattr(block, "downsamplers", None):
-            out[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{idx}.0.op"
-            idx += 1
-    mid = getattr(unet, "mid_block", None)
-    if mid is not None:
-        out["mid_block.resnets.0"] = "middle_block.0"
-        if getattr(mid, "attentions", None):
-            out["mid_block.attentions.0"] = "middle_block.1"
-            out["mid_block.resnets.1"] = "middle_block.2"
-    idx = 0
-    for i, block in enumerate(unet.up_blocks):
-        n = len(block.resnets)
-        has_attn = getattr(block, "attentions", None) is not None
-        for j in range(n):
-            out[f"up_blocks.{i}.resnets.{j}"] = f"output_blocks.{idx + j}.0"
-            if has_attn and j < len(block.attentions):
-                out[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{idx + j}.1"
-        if getattr(block, "upsamplers", None):
-            out[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{idx + n - 1}.{2 if has_attn else 1}.conv"
-        idx += n
-    return out
-
-
-def _sgm_name(name: str, prefixes: dict[str, str]) -> str | None:
-    for dprefix in sorted(prefixes, key=len, reverse=True):
-        if name == dprefix or name.startswith(dprefix + "."):
-            rest = name[len(dprefix):]
-            if ".resnets." in dprefix + "." or dprefix.startswith("mid_block.resnets"):
-                for old, new in _RESNET_SGM:
-                    if rest == old:
-                        rest = new
-            return prefixes[dprefix] + rest
-    return None
-
-
-def _kohya_map(pipe, components: Sequence[str], tables: dict[str, dict]) -> dict[str, tuple[str, str]]:
-    """kohya module name (``lora_unet_...``, ``lora_te1_...``) -> (component, module name)."""
-    mapping: dict[str, tuple[str, str]] = {}
-    if "unet" in components:
-        prefixes = _sgm_prefixes(pipe.unet)
-        for name in tables["unet"]:
-            mapping["lora_unet_" + name.replace(".", "_")] = ("unet", name)
-            sgm = _sgm_name(name, prefixes)
-            if sgm:
-                mapping.setdefault("lora_unet_" + sgm.replace(".", "_"), ("unet", name))
-    te_prefixes = {"text_encoder": ("lora_te_", "lora_te1_"), "text_encoder_2": ("lora_te2_",)}
-    for comp in components:
-        if comp not in TEXT_ENCODERS:
-            continue
-        for name in tables[comp]:
-            bare = name.removeprefix("text_model.")
-            for p in te_prefixes[comp]:
-                mapping.setdefault(p + "text_model_" + bare.replace(".", "_"), (comp, name))
-                mapping.setdefault(p + bare.replace(".", "_"), (comp, name))
-    return mapping
-
-
-def _collect_layers(sd: dict[str, torch.Tensor]) -> tuple[dict[str, _Layer], list[str]]:
-    """Group keys by LoRA layer (module path as written in the file)."""
-    layers: dict[str, _Layer] = collections.OrderedDict()
-    stray: list[str] = []
-    for key, tensor in sd.items():
-        module, kind = split_key(key)
-        layer = layers.setdefault(module, _Layer())
-        if kind in ("down", "A"):
-            layer.down = tensor
-        elif kind in ("up", "B"):
-            layer.up = tensor
-        elif kind == "alpha":
-            layer.alpha = float(tensor.float().item())
-        elif kind == "dora_peft":
-            layer.extra["lora_magnitude_vector"] = tensor
-        elif kind == "bias" and ".lora_B." in key:
-            layer.extra["lora_B.bias"] = tensor
-        else:
-            stray.append(key)
-    return layers, stray
-
-
-_LEGACY_TE = ((".to_q", ".q_proj"), (".to_k", ".k_proj"), (".to_v", ".v_proj"), (".to_out", ".out_proj"))
-
-
-def _diffusers_target(module: str, tables: dict[str, dict], components: Sequence[str]) -> tuple[str, str] | None:
-    """(component, module) for a diffusers/PEFT-format layer path (with or without a component prefix)."""
-    path = module.removeprefix("base_model.model.")
-    comp = None
-    for c in sorted(components, key=len, reverse=True):
-        if path.startswith(c + "."):
-            comp, path = c, path[len(c) + 1:]
-            break
-    candidates = [comp] if comp else list(components)
-    for c in candidates:
-        names = [path.replace(".processor.", ".")]
-        if c in TEXT_ENCODERS:
-            base = names[0]
-            for old, new in _LEGACY_TE:
-                if base.endswith(old):
-                    names.append(base[: -len(old)] + new)
-            names += [n.removeprefix("text_model.") for n in names] + ["text_model." + n for n in names]
-        else:
-            if names[0].endswith(".to_out"):
-                names.append(names[0] + ".0")
-        for n in names:
-            if n in tables.get(c, {}):
-                return c, n
-    return None
-
-
-# --- cloneofsimo ------------------------------------------------------------------------------
-
-_CLONEOFSIMO_KEY = re.compile(r"^(unet|text_encoder):(\d+):(up|down)$")
-_LEGACY_ATTN = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-def _cloneofsimo_orders(unet) -> list[list[str]]:
-    """Candidate orders of the Linear layers lora_diffusion patched in a U-Net."""
-    blocks: list[str] = []
-    for group in ("down_blocks", "up_blocks", "mid_block"):
-        for name, module in unet.named_modules():
-            if name.startswith(group + ".") and type(module).__name__ == "BasicTransformerBlock":
-                blocks.append(name)
-    attn = lambda b, a: [f"{b}.{a}.{p}" for p in _LEGACY_ATTN]  # noqa: E731
-    old = [m for b in blocks for m in attn(b, "attn1") + [f"{b}.ff.net.0.proj"] + attn(b, "attn2")]
-    new = [m for b in blocks for m in attn(b, "attn1") + attn(b, "attn2") + [f"{b}.ff.net.0.proj"]]
-    return [old, new]
-
-
-def _cloneofsimo_te_order(table: dict[str, torch.nn.Module]) -> list[str]:
-    layers = sorted({int(m.group(1)) for n in table if (m := re.search(r"encoder\.layers\.(\d+)\.self_attn\.", n))})
-    out = []
-    for i in layers:
-        for p in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            name = next((n for n in table if n.endswith(f"encoder.layers.{i}.self_attn.{p}")), None)
-            if name:
-                out.append(name)
-    return out
-
-
-def _fits(order: list[str], entries: dict[int, _Layer], table: dict[str, torch.nn.Module]) -> bool:
-    if len(order) != len(entries) or set(entries) != set(range(len(order))):
-        return False
-    for i, name in enumerate(order):
-        layer, module = entries[i], table.get(name)
-        if module is None or layer.down is None or layer.up is None:
-            return False
-        if (layer.down.shape[-1], layer.up.shape[0]) != _in_out(module):
-            return False
-    return True
-
-
-def _cloneofsimo_layers(pipe, sd, tables) -> tuple[dict[tuple[str, str], _Layer], list[str]]:
-    parts: dict[str, dict[int, _Layer]] = {"unet": {}, "text_encoder": {}}
-    for key, tensor in sd.items():
-        m = _CLONEOFSIMO_KEY.match(key)
-        if not m:
-            continue  # textual-inversion tokens: not loaded (noted by formats)
-        layer = parts[m.group(1)].setdefault(int(m.group(2)), _Layer())
-        if m.group(3) == "down":
-            layer.down = tensor
-        else:
-            layer.up = tensor
-    out: dict[tuple[str, str], _Layer] = {}
-    unmatched: list[str] = []
-    if parts["unet"]:
-        order = next((o for o in _cloneofsimo_orders(pipe.unet) if _fits(o, parts["unet"], tables["unet"])), None)
-        if order is None:
-            raise LoraError("cloneofsimo lora_diffusion (2022) LoRA does not fit this U-Net: its "
-                            f"{len(parts['unet'])} layers do not line up with the model's attention layers; "
-                            "convert it to a kohya LoRA made for this model")
-        out.update({("unet", name): parts["unet"][i] for i, name in enumerate(order)})
-    if parts["text_encoder"]:
-        order = _cloneofsimo_te_order(tables["text_encoder"])
-        if not _fits(order, parts["text_encoder"], tables["text_encoder"]):
-            raise LoraError("cloneofsimo lora_diffusion (2022) LoRA does not fit this text encoder")
-        out.update({("text_encoder", name): parts["text_encoder"][i] for i, name in enumerate(order)})
-    return out, unmatched
-
-
-# --- building ---------------------------------------------------------------------------------
-
-def _component_metadata(metadata: dict[str, str], comp: str) -> dict | None:
-    raw = metadata.get("lora_adapter_metadata")
-    if not raw:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    sub = {k[len(comp) + 1:]: v for k, v in doc.items() if k.startswith(comp + ".")}
-    return sub or None
-
-
-def _lora_config(layers: dict[str, _Layer]) -> dict:
-    """LoraConfig kwargs reproducing each layer's rank and alpha exactly."""
-    ranks = {m: int(l.down.shape[0]) for m, l in layers.items()}
-    alphas = {m: (l.alpha if l.alpha is not None else float(ranks[m])) for m, l in layers.items()}
-    r = collections.Counter(ranks.values()).most_common(1)[0][0]
-    alpha = collections.Counter(alphas.values()).most_common(1)[0][0]
-    return {
-        "r": r,
-        "lora_alpha": alpha,
-        "rank_pattern": {f"^{m}": v for m, v in ranks.items() if v != r},
-        "alpha_pattern": {f"^{m}": v for m, v in alphas.items() if v != alpha},
-        "target_modules": sorted(layers),
-        "use_dora": any("lora_magnitude_vector" in l.extra for l in layers.values()),
-        "lora_bias": any("lora_B.bias" in l.extra for l in layers.values()),
-    }
-
-
-def _plan_sd(pipe, components, info: LoraInfo, sd, metadata) -> _Plan:
-    tables = {c: _lora_modules(getattr(pipe, c)) for c in components}
-    plan = _Plan()
-    targets: dict[tuple[str, str], _Layer] = {}
-    if info.format == LoraFormat.CLONEOFSIMO:
-        targets, plan.unmatched = _cloneofsimo_layers(pipe, sd, tables)
-    else:
-        layers, stray = _collect_layers(sd)
-        if stray:
-            raise LoraError(f"LoRA '{info.name}': unexpected keys (e.g. {', '.join(stray[:3])})")
-        kohya = _kohya_map(pipe, components, tables) if info.format == LoraFormat.KOHYA else None
-        for module, layer in layers.items():
-            if layer.down is None or layer.up is None:
-                if layer.down is None and layer.up is None and layer.alpha is not None:
-                    continue  # an alpha without weights: nothing to apply
-                raise LoraError(f"LoRA '{info.name}': layer {module} lacks its down or up weight")
-            target = kohya.get(module) if kohya is not None else _diffusers_target(module, tables, components)
-            if target is None:
-                plan.unmatched.append(module)
-            else:
-                targets[target] = layer
-    by_comp: dict[str, dict[str, _Layer]] = {}
-    for (comp, module), layer in targets.items():
-        base = tables[comp][module]
-        down, up = _fit(layer.down, base), _fit(layer.up, base)
-        if (down.shape[1], up.shape[0]) != _in_out(base):
-            plan.mismatched.append(f"{comp}.{module}: LoRA {down.shape[1]}->{up.shape[0]}, "
-                                   f"model {_in_out(base)[0]}->{_in_out(base)[1]}")
-            continue
-        by_comp.setdefault(comp, {})[module] = _Layer(down, up, layer.alpha, layer.extra)
-    for comp in components:  # keep the pipeline's component order
-        layers = by_comp.get(comp)
-        if not layers:
-            continue
-        state = {}
-        # Text encoders get diffusers' "lora_linear_layer" names: its text-encoder loader infers the
-        # key style from q/k/v/out_proj keys and fails on PEFT-style files that only touch mlp layers.
-        down, up = ((".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight") if comp in TEXT_ENCODERS
-                    else (".lora_A.weight", ".lora_B.weight"))
-        for module, layer in layers.items():
-            state[f"{comp}.{module}{down}"] = layer.down
-            state[f"{comp}.{module}{up}"] = layer.up
-            for suffix, tensor in layer.extra.items():
-                state[f"{comp}.{module}.{suffix}"] = tensor
-        plan.state_dicts[comp] = state
-        plan.configs[comp] = _component_metadata(metadata, comp) or _lora_config(layers)
-        plan.matched += len(layers)
-    return plan
-
-
-def _plan_zimage(pipe, info: LoraInfo, sd, metadata) -> _Plan:
-    converted = type(pipe).lora_state_dict(dict(sd))
-    if isinstance(converted, tuple):
-        converted = converted[0]
-    table = _lora_modules(pipe.transformer)
-    plan = _Plan()
-    modules: dict[str, dict[str, torch.Tensor]] = collections.OrderedDict()
-    for key, tensor in converted.items():
-        path = key if key.startswith("transformer.") else "transformer." + key.removeprefix("diffusion_model.")
-        rest = path[len("transformer."):]
-        cut = min((i for i in (rest.find(".lora_"), rest.find(".lokr_")) if i >= 0), default=-1)
-        module = rest[:cut] if cut >= 0 else rest
-        modules.setdefault(module, {})[rest[len(module) + 1:] if cut >= 0 else ""] = tensor
-    state = {}
-    for module, params in modules.items():
-        base = table.get(module)
-        if base is None or "" in params:
-            plan.unmatched.append(module)
-            continue
-        a, b = params.get("lora_A.weight"), params.get("lora_B.weight")
-        if a is not None and b is not None and (a.shape[-1], b.shape[0]) != _in_out(base):
-            plan.mismatched.append(f"transformer.{module}: LoRA {a.shape[-1]}->{b.shape[0]}, "
-                                   f"model {_in_out(base)[0]}->{_in_out(base)[1]}")
-            continue
-        for suffix, tensor in params.items():
-            state[f"transformer.{module}.{suffix}"] = tensor
-        plan.matched += 1
-    if state:
-        plan.state_dicts["transformer"] = state
-        plan.configs["transformer"] = _component_metadata(metadata, "transformer")
-    return plan
 
 
 def _examples(items: Sequence[str]) -> list[str]:
@@ -570,9 +185,9 @@ class LoraPatcher:
             raise LoraError(f"LoRA '{info.name}' cannot be read: {exc}") from None
         try:
             if state.family == Family.ZIMAGE:
-                plan = _plan_zimage(pipe, info, sd, metadata)
+                plan = plan_zimage(pipe, info, sd, metadata)
             else:
-                plan = _plan_sd(pipe, components, info, sd, metadata)
+                plan = plan_sd(pipe, components, info, sd, metadata)
         except LoraError:
             raise
         except (ValueError, KeyError, RuntimeError, IndexError) as exc:
@@ -599,7 +214,7 @@ class LoraPatcher:
                          notes=notes)
 
     @staticmethod
-    def _inject(pipe, plan: _Plan, adapter: str, loaded: list[str]) -> None:
+    def _inject(pipe, plan: Plan, adapter: str, loaded: list[str]) -> None:
         """Hand each component's state dict to diffusers/PEFT; ``loaded`` lists the components done."""
         for comp, state_dict in plan.state_dicts.items():
             model = getattr(pipe, comp)
