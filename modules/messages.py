@@ -27,6 +27,8 @@ EN: dict[str, str] = {
     "rule.choice": "must be one of {choices}",
     "rule.between_off": "must be between 0 (off) and {high}",
     "rule.postprocess_ids": "must be a list of post-processor ids",
+    "rule.server_between": "must be between {low} and {high} on this server ({value} from the preset or model defaults)",
+    "rule.server_at_most": "must be at most {high} on this server ({value} from the preset or model defaults)",
     "rule.number": "must be a number",
     "rule.whole": "must be a whole number",
     "rule.required": "is required",

@@ -18,6 +18,7 @@ from modules.api.models import ApiLimits
 from modules.api.options import OptionsStore
 from modules.errors import InvalidRequest, QueueFull
 from modules.generation.params import GenerationRequest, GenerationResult
+from modules.messages import Message
 
 if TYPE_CHECKING:
     from modules.engine.prepare import PreparedJob
@@ -84,13 +85,12 @@ class ApiRuntime:
         for field in ("width", "height"):
             value = getattr(final, field)
             if not lim.min_side <= value <= lim.max_side:
-                raise InvalidRequest(field, f"must be between {lim.min_side} and {lim.max_side} on this server "
-                                            f"({value} from the preset or model defaults)")
+                raise InvalidRequest(field, Message("rule.server_between", low=lim.min_side, high=lim.max_side,
+                                                    value=value))
         for field, top in (("steps", lim.max_steps), ("batch_size", lim.max_batch_size),
                            ("batch_count", lim.max_batch_count)):
             if getattr(final, field) > top:
-                raise InvalidRequest(field, f"must be at most {top} on this server "
-                                            f"({getattr(final, field)} from the preset or model defaults)")
+                raise InvalidRequest(field, Message("rule.server_at_most", high=top, value=getattr(final, field)))
 
     def _submit_generation(self, req: GenerationRequest):
         return self.engine.generate(self.prepare(req))

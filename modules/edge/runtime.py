@@ -20,6 +20,7 @@ from pathlib import Path
 
 from modules.edge.manifest import DECODERS, SCHEDULER_DIR, TOKENIZER_DIR, check_package
 from modules.errors import InvalidRequest, ModelLoadError, UnsupportedModel
+from modules.messages import Message
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def make_runner(path: Path, *, engine: str = "onnxruntime", providers=None, thre
         return OrtRunner(path, providers=providers, threads=threads)
     if engine == "openvino":
         return OpenVinoRunner(path, threads=threads, precision=ov_precision)
-    raise InvalidRequest("engine", f"must be one of {', '.join(ENGINES)}")
+    raise InvalidRequest("engine", Message("rule.choice", choices=", ".join(ENGINES)))
 
 
 @dataclass

@@ -325,6 +325,8 @@ ZH: dict[str, str] = {
     "rule.choice": "只能是 {choices}",
     "rule.between_off": "必须在 0（关闭）到 {high} 之间",
     "rule.postprocess_ids": "必须是后处理器 ID 的列表",
+    "rule.server_between": "在此服务器上必须在 {low} 到 {high} 之间（预设或模型默认值为 {value}）",
+    "rule.server_at_most": "在此服务器上最多为 {high}（预设或模型默认值为 {value}）",
     "rule.number": "必须是数字",
     "rule.whole": "必须是整数",
     "rule.required": "不能为空",
