@@ -28,7 +28,6 @@ from modules.checkpoints.lora_keys import (
 from modules.errors import UnsupportedModel
 from modules.families import Family
 from modules.messages import Message
-from modules.messages import Message
 
 
 class LoraError(UnsupportedModel):

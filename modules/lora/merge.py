@@ -36,7 +36,6 @@ from modules.errors import InvalidRequest, VisageError
 from modules.families import Family
 from modules.lora.formats import LoraInfo, check_compatible
 from modules.messages import Message
-from modules.messages import Message
 from modules.operations import Operation
 from modules.paths import Folders, safe_child
 from modules.registry.entry import ModelEntry, ModelFormat

@@ -31,7 +31,6 @@ from modules.lora.keymap import DENOISERS, FAMILY_COMPONENTS, TEXT_ENCODERS
 from modules.lora.plan import Plan, plan_sd, plan_zimage
 from modules.lora.scan import lora_hashes
 from modules.messages import Message
-from modules.messages import Message
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from modules.generation.params import (
     MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
 )
 from modules.messages import Message
-from modules.messages import Message
 from modules.ui import lora_panel, presets_panel
 from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
 from modules.ui.i18n import Translator, message_text
