@@ -27,6 +27,8 @@ EN: dict[str, str] = {
     "rule.choice": "must be one of {choices}",
     "rule.between_off": "must be between 0 (off) and {high}",
     "rule.postprocess_ids": "must be a list of post-processor ids",
+    "rule.between_model": "must be between {low} and {high} for this model",
+    "rule.edge_exists": "edge package {name!r} already exists (choose another name or overwrite)",
     "rule.server_between": "must be between {low} and {high} on this server ({value} from the preset or model defaults)",
     "rule.server_at_most": "must be at most {high} on this server ({value} from the preset or model defaults)",
     "rule.number": "must be a number",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from modules.atomic import atomic_output
 from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.messages import Message
 
 #: ``on_progress(label, done, total)``: a job's ``JobContext.report`` has this shape
 ProgressCallback = Callable[[str, int, int], None]
@@ -129,7 +130,7 @@ class Operation:
             with atomic_output(final, tag=tag, folder=folder, overwrite=overwrite, before_swap=last_check) as temp:
                 yield temp
         except FileExistsError:  # it appeared while this operation ran
-            raise InvalidRequest("out", f"{final.name} already exists (choose another name)") from None
+            raise InvalidRequest("out", Message("rule.exists", name=final.name)) from None
         except OSError as exc:
             if error is None:
                 raise

@@ -83,5 +83,5 @@ def package_path(folders: Folders, name: str, *, overwrite: bool = False) -> Pat
         raise InvalidRequest("out", f"{name!r} is not a usable package name (one plain folder name)")
     path = safe_child(folders.edge, name.strip())
     if path.exists() and not overwrite:
-        raise InvalidRequest("out", f"edge package {name!r} already exists (choose another name or overwrite)")
+        raise InvalidRequest("out", Message("rule.edge_exists", name=name))
     return path

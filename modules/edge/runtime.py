@@ -178,7 +178,7 @@ class EdgePipeline:
                              return_tensors="np").input_ids.astype(np.int64)
         states = self.text_encoder.run({"input_ids": ids})  # (layers + 1, B, T, D)
         if not 1 <= clip_skip < states.shape[0]:
-            raise InvalidRequest("clip_skip", f"must be between 1 and {states.shape[0] - 1} for this model")
+            raise InvalidRequest("clip_skip", Message("rule.between_model", low=1, high=states.shape[0] - 1))
         return torch.from_numpy(np.ascontiguousarray(states[-clip_skip]))
 
     def encode_prompts(self, prompt: str, negative: str, do_cfg: bool, clip_skip: int = 1) -> dict:

@@ -325,6 +325,8 @@ ZH: dict[str, str] = {
     "rule.choice": "只能是 {choices}",
     "rule.between_off": "必须在 0（关闭）到 {high} 之间",
     "rule.postprocess_ids": "必须是后处理器 ID 的列表",
+    "rule.between_model": "此模型要求在 {low} 到 {high} 之间",
+    "rule.edge_exists": "边缘包 {name!r} 已存在（请换一个名称或选择覆盖）",
     "rule.server_between": "在此服务器上必须在 {low} 到 {high} 之间（预设或模型默认值为 {value}）",
     "rule.server_at_most": "在此服务器上最多为 {high}（预设或模型默认值为 {value}）",
     "rule.number": "必须是数字",
