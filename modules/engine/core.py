@@ -6,7 +6,6 @@ the only object the UI talks to. Every device-touching action is a job on the on
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +29,7 @@ from modules.families import Family
 from modules.generation.params import GenerationRequest
 from modules.jobs import Job, JobContext, JobQueue
 from modules.loader import load_pipeline
-from modules.lora import LoraInfo, check_compatible, find_lora, lora_folders, scan_loras
+from modules.lora import LoraInfo, lora_folders, scan_loras
 from modules.lora.patcher import LoraPatcher
 from modules.manager import ModelManager
 from modules.names import UnsafeField, check_name, inside
@@ -260,10 +259,8 @@ class Engine:
         from modules.lora.merge import merge_output_path
 
         entry = self.model(base)
-        infos = self.loras()
-        wanted = [(find_lora(infos, name), float(u), float(t)) for name, u, t in loras]
-        for info, _u, _t in wanted:
-            check_compatible(info, entry.family)
+        wanted = self.preparer.resolve_loras([(f"loras.{i}.name", name, u, t) for i, (name, u, t) in enumerate(loras)],
+                                             entry)
         out_path = merge_output_path(self.folders, out_name, fmt)
         return self.queue.submit("merge", partial(self._merge_job, entry, wanted, out_path, fmt, dtype))
 

@@ -102,6 +102,11 @@ class Preparer:
             merged = ", ".join(x["name"] for x in (entry.details.get("manifest") or {}).get("loras", [])) or "none"
             raise InvalidRequest("loras", f"LoRAs are merged into edge packages when they are built "
                                  f"(this one has: {merged})")
+        return self.resolve_loras([(field, name, u, t) for field, name, u, t in wanted], entry)
+
+    def resolve_loras(self, wanted: Sequence[tuple[str, str, float, float]], entry: ModelEntry) -> list[LoraUse]:
+        """``(field, name, U-Net weight, TE weight)`` -> LoRAs inside the LoRA folders that fit ``entry``'s
+        family (generation and merge-and-save share it). UnsafeField / LoraNotFound / LoraError name the field."""
         infos, roots = self.loras(), self.lora_roots()
         resolved = []
         for field, name, unet_w, te_w in wanted:
@@ -110,7 +115,7 @@ class Preparer:
             if not inside(Path(lora.path), roots):
                 raise UnsafeField(field, f"LoRA {lora.name!r} leads outside the LoRA folders")
             check_compatible(lora, entry.family)  # LoraError names both families
-            resolved.append((lora, unet_w, te_w))
+            resolved.append((lora, float(unet_w), float(te_w)))
         return resolved
 
     def _check_decoder(self, req: GenerationRequest, entry: ModelEntry, info: BackendInfo) -> GenerationRequest:

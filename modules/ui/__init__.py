@@ -151,12 +151,10 @@ def _wire_tab_opening(engine, t: Translator, page: SimpleNamespace) -> None:
     pages.history.select(lambda date: (system_tab.timer_update(False), *history_refresh(date)), hist.date,
                          [system.timer, hist.date, hist.gallery, hist.names, hist.summary, hist.infotext,
                           hist.selected], api_visibility="private", show_progress="hidden")
-    # opening the Merge tab also re-reads the model list for its base picker
-    pages.merge.select(lambda: (system_tab.timer_update(False), merge_tab.model_list_update(engine)), None,
-                       [system.timer, page.merge.base], api_visibility="private", queue=False)
-    # opening Build edge re-reads the SD1.5 models it can start from
-    pages.edge.select(lambda: (system_tab.timer_update(False), edge_tab.model_list_update(engine)), None,
-                      [system.timer, page.edge.model], api_visibility="private", queue=False)
+    # opening Merge / Build edge re-reads the models they can start from (the base / source picker)
+    for tab, module, picker in ((pages.merge, merge_tab, page.merge.base), (pages.edge, edge_tab, page.edge.model)):
+        tab.select(lambda module=module: (system_tab.timer_update(False), module.model_list_update(engine)), None,
+                   [system.timer, picker], api_visibility="private", queue=False)
     pages.system.select(lambda: system_tab.timer_update(True), None, system.timer,
                         api_visibility="private", queue=False) \
         .then(system_tab.make_refresh_all(engine, t), None, system.outputs,
