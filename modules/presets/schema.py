@@ -236,7 +236,31 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
     extra = sorted(k for k in data if k not in TOP_LEVEL_FIELDS and not str(k).startswith("_"))
     if extra:
         raise r.fail(extra[0], f"unknown field (known: {', '.join(TOP_LEVEL_FIELDS)})")
+    preset_id = _read_id(r, data, preset_id, file)
+    for name in ("name", "families", "family_params"):
+        if name not in data:
+            raise r.fail(name, "is required")
+    name = r.localized(data["name"], "name", MAX_NAME_CHARS, required=True)
+    description = r.localized(data.get("description"), "description", MAX_DESCRIPTION_CHARS, required=False)
+    prompt = r.text(data.get("prompt", "{prompt}"), "prompt", MAX_PROMPT_CHARS)
+    negative = r.text(data.get("negative_prompt", ""), "negative_prompt", MAX_PROMPT_CHARS)
+    families, family_params = _read_families(r, data)
+    seed, loras = _read_seed(r, data), _read_loras(r, data)
+    thumbnail = data.get("thumbnail")
+    if thumbnail is not None:
+        if not isinstance(thumbnail, str) or not THUMBNAIL_RE.match(thumbnail) or thumbnail.startswith("."):
+            raise r.fail("thumbnail", "must be a plain file name (.png, .jpg, .jpeg or .webp) in the preset folder")
+    raw_tags = data.get("tags", [])
+    if not isinstance(raw_tags, list) or len(raw_tags) > MAX_TAGS:
+        raise r.fail("tags", f"must be a list of at most {MAX_TAGS} words")
+    return Preset(
+        id=preset_id, name=name, description=description, prompt=prompt, negative_prompt=negative,
+        families=tuple(families), family_params=family_params, seed=seed, loras=tuple(loras), thumbnail=thumbnail,
+        tags=tuple(r.text(tag, f"tags[{i}]", 40, required=True) for i, tag in enumerate(raw_tags)),
+    )
 
+
+def _read_id(r: "_Reader", data: dict, preset_id: str | None, file: str) -> str:
     json_id = data.get("id")
     if preset_id is None:
         if json_id is None:
@@ -245,15 +269,10 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
     check_id(preset_id, file)
     if json_id is not None and json_id != preset_id:
         raise r.fail("id", f"{json_id!r} does not match the file name {preset_id!r}")
+    return preset_id
 
-    for name in ("name", "families", "family_params"):
-        if name not in data:
-            raise r.fail(name, "is required")
-    name = r.localized(data["name"], "name", MAX_NAME_CHARS, required=True)
-    description = r.localized(data.get("description"), "description", MAX_DESCRIPTION_CHARS, required=False)
-    prompt = r.text(data.get("prompt", "{prompt}"), "prompt", MAX_PROMPT_CHARS)
-    negative = r.text(data.get("negative_prompt", ""), "negative_prompt", MAX_PROMPT_CHARS)
 
+def _read_families(r: "_Reader", data: dict) -> tuple[list[Family], dict[Family, FamilyParams]]:
     raw_families = data["families"]
     if not isinstance(raw_families, list) or not raw_families:
         raise r.fail("families", "must be a non-empty list such as [\"sdxl\", \"sd15\"]")
@@ -274,15 +293,19 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
     for family in families:
         if family not in family_params:
             raise r.fail(f"family_params.{family.value}", "is required for every family in 'families'")
+    return families, family_params
 
+
+def _read_seed(r: "_Reader", data: dict) -> int:
     seed = data.get("seed", RANDOM_SEED)
     if seed == RANDOM_SEED or seed == -1:
-        seed = -1
-    elif isinstance(seed, bool) or not isinstance(seed, int):
+        return -1
+    if isinstance(seed, bool) or not isinstance(seed, int):
         raise r.fail("seed", f'must be "random" or a whole number, got {_kind(seed)}')
-    else:
-        seed = r.integer(seed, "seed", 0, MAX_SEED)
+    return r.integer(seed, "seed", 0, MAX_SEED)
 
+
+def _read_loras(r: "_Reader", data: dict) -> list[LoraRef]:
     loras = []
     raw_loras = data.get("loras", [])
     if not isinstance(raw_loras, list) or len(raw_loras) > MAX_LORAS:
@@ -299,19 +322,4 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
             raise r.fail(f"{path}.name", "must not contain '<', '>' or ':'")
         weight = r.number(item.get("weight", 1.0), f"{path}.weight", -10.0, 10.0)
         loras.append(LoraRef(lora_name, weight))
-
-    thumbnail = data.get("thumbnail")
-    if thumbnail is not None:
-        if not isinstance(thumbnail, str) or not THUMBNAIL_RE.match(thumbnail) or thumbnail.startswith("."):
-            raise r.fail("thumbnail", "must be a plain file name (.png, .jpg, .jpeg or .webp) in the preset folder")
-
-    raw_tags = data.get("tags", [])
-    if not isinstance(raw_tags, list) or len(raw_tags) > MAX_TAGS:
-        raise r.fail("tags", f"must be a list of at most {MAX_TAGS} words")
-    tags = tuple(r.text(tag, f"tags[{i}]", 40, required=True) for i, tag in enumerate(raw_tags))
-
-    return Preset(
-        id=preset_id, name=name, description=description, prompt=prompt, negative_prompt=negative,
-        families=tuple(families), family_params=family_params, seed=seed, loras=tuple(loras),
-        thumbnail=thumbnail, tags=tags,
-    )
+    return loras
