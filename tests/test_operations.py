@@ -8,13 +8,10 @@ import sys
 import pytest
 
 from modules import atomic
-from modules.errors import Interrupted, InvalidRequest, VisageError
+from modules.errors import Interrupted, InvalidRequest
 from modules.jobs import JobQueue
 from modules.operations import Operation
-
-
-class WriteFailed(VisageError):
-    code = "write_failed"
+from modules.lora.merge import MergeError as WriteFailed  # a real typed error a write failure becomes
 
 
 def leftovers(folder) -> list[str]:

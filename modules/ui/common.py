@@ -70,6 +70,12 @@ def status_text(t: Translator, status) -> str:
     return text
 
 
+def queued_text(t: Translator, engine, job) -> str | None:
+    """"Queued: N ahead" while ``job`` waits its turn; None once it runs."""
+    position = engine.queue_position(job)
+    return t("progress.queued", position=position) if position > 0 else None
+
+
 def wait_for(job, poll_s: float = POLL_S) -> Iterator[Any]:
     """Yield the job's progress every ``poll_s`` until it has finished."""
     while not job.finished:

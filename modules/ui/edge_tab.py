@@ -18,7 +18,9 @@ from modules.families import Family
 from modules.messages import Message
 from modules.registry.entry import ModelFormat
 from modules.ui import merge_tab
-from modules.ui.common import POLL_S, current_model_name, progress_texts, ui_error, ui_info, ui_warning
+from modules.ui.common import (
+    POLL_S, current_model_name, progress_texts, queued_text, ui_error, ui_info, ui_warning,
+)
 from modules.ui.i18n import Translator
 
 #: LoRA rows on the tab
@@ -55,7 +57,7 @@ class EdgeTab:
 
     @property
     def row_inputs(self) -> list:
-        return [c for r in self.rows for c in (r.lora, r.unet_weight, r.te_weight)]
+        return merge_tab.row_inputs(self.rows)
 
     @property
     def option_inputs(self) -> list:
@@ -89,9 +91,9 @@ def stage_text(t: Translator, phase: str) -> str:
 
 
 def progress_text(t: Translator, engine, job) -> str:
-    position = engine.queue_position(job)
-    if position > 0:
-        return t("progress.queued", position=position)
+    queued = queued_text(t, engine, job)
+    if queued is not None:
+        return queued
     p = job.progress
     if p.total:
         return t("edge.progress", stage=stage_text(t, p.phase), step=p.step, total=p.total)

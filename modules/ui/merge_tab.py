@@ -20,7 +20,7 @@ from modules.errors import Interrupted, InvalidRequest, VisageError
 from modules.messages import Message
 from modules.registry.entry import ModelFormat
 from modules.ui.common import (
-    POLL_S, current_model_name, family_label, progress_texts, ui_error, ui_info, ui_warning,
+    POLL_S, current_model_name, family_label, progress_texts, queued_text, ui_error, ui_info, ui_warning,
 )
 from modules.ui.i18n import Translator
 from modules.ui.lora_panel import API_MAX_WEIGHT, lora_problem
@@ -59,7 +59,7 @@ class MergeTab:
 
     @property
     def row_inputs(self) -> list:
-        return [c for r in self.rows for c in (r.lora, r.unet_weight, r.te_weight)]
+        return row_inputs(self.rows)
 
     @property
     def lora_outputs(self) -> list:
@@ -67,6 +67,11 @@ class MergeTab:
 
 
 # -- plain helpers ---------------------------------------------------------------------------------
+
+def row_inputs(rows) -> list:
+    """The components of LoRA rows, flat: name, U-Net weight, text-encoder weight, row after row."""
+    return [c for r in rows for c in (r.lora, r.unet_weight, r.te_weight)]
+
 
 def base_entries(engine) -> list:
     """Models a LoRA can be merged into: supported, not edge packages."""
@@ -186,9 +191,9 @@ def phase_text(t: Translator, phase: str) -> str:
 
 
 def progress_text(t: Translator, engine, job) -> str:
-    position = engine.queue_position(job)
-    if position > 0:
-        return t("progress.queued", position=position)
+    queued = queued_text(t, engine, job)
+    if queued is not None:
+        return queued
     p = job.progress
     phase = phase_text(t, p.phase)
     if p.total:

@@ -14,7 +14,7 @@ from modules.generation.params import (
 )
 from modules.messages import Message
 from modules.ui import lora_panel, presets_panel
-from modules.ui.common import POLL_S, ui_error, ui_info, ui_warning
+from modules.ui.common import POLL_S, queued_text, ui_error, ui_info, ui_warning
 from modules.ui.i18n import Translator, message_text
 
 #: txt2img inputs in the order of the generate handler's parameters (also the API's order)
@@ -158,9 +158,9 @@ def _names(styles) -> list[str]:
 
 
 def progress_text(t: Translator, engine, job) -> str:
-    position = engine.queue_position(job)
-    if position > 0:
-        return t("progress.queued", position=position)
+    queued = queued_text(t, engine, job)
+    if queued is not None:
+        return queued
     p = job.progress
     if p.phase == "denoising" or (p.total and p.phase not in ("saving", "decoding")):
         return t("progress.step", step=p.step, total=p.total)
@@ -320,7 +320,25 @@ def build_run_options(engine, t: Translator):
 def build(engine, t: Translator, postprocessors=()) -> Txt2ImgTab:
     """Lay out the tab and wire its own events (generate, interrupt, seed buttons, gallery select).
     ``postprocessors``: the extensions' (:class:`modules.extensions.Postprocessor`), offered as checkboxes."""
-    info = family_info(engine.family_of(None))
+    c = _build_prompt_row(engine, t)
+    # presets and LoRAs head the parameter column, so the output gallery sits beside them, in view
+    with gr.Row():
+        with gr.Column(scale=1, elem_id="txt2img_params"):
+            c.update(_build_params(engine, t, postprocessors))
+        with gr.Column(scale=1, elem_id="txt2img_results"):
+            c["progress"] = gr.Markdown("", elem_id="txt2img_progress")
+            c["gallery"] = gr.Gallery(label=t("txt2img.gallery"), columns=2, height=512, format="png",
+                                      object_fit="contain", buttons=["download", "fullscreen"],
+                                      interactive=False, elem_id="txt2img_gallery")
+            c["infotext"] = gr.Textbox(label=t("txt2img.infotext"), lines=4, interactive=False,
+                                       buttons=["copy"], elem_id="txt2img_infotext")
+    c["infotexts"], c["seeds"] = gr.State([]), gr.State([])
+    tab = Txt2ImgTab(**c)
+    _wire(engine, t, tab)
+    return tab
+
+
+def _build_prompt_row(engine, t: Translator) -> dict:
     with gr.Row():
         with gr.Column(scale=6):
             prompt = gr.Textbox("", label=t("txt2img.prompt"), placeholder=t("txt2img.prompt_placeholder"),
@@ -328,81 +346,73 @@ def build(engine, t: Translator, postprocessors=()) -> Txt2ImgTab:
             negative = gr.Textbox("", label=t("txt2img.negative"), placeholder=t("txt2img.negative_placeholder"),
                                   lines=2, max_lines=8, elem_id="txt2img_neg_prompt")
         with gr.Column(scale=1, min_width=160):
-            generate_btn = gr.Button(t("txt2img.generate"), variant="primary", elem_id="txt2img_generate")
-            interrupt_btn = gr.Button(t("txt2img.interrupt"), variant="stop", elem_id="txt2img_interrupt")
+            generate = gr.Button(t("txt2img.generate"), variant="primary", elem_id="txt2img_generate")
+            interrupt = gr.Button(t("txt2img.interrupt"), variant="stop", elem_id="txt2img_interrupt")
             with gr.Row(equal_height=True):
                 styles = gr.Dropdown(choices=style_names(engine, t), value=[], multiselect=True,
                                      label=t("styles.label"), scale=4, min_width=120, elem_id="txt2img_styles")
                 styles_refresh = gr.Button(t("styles.refresh"), scale=0, min_width=40)
-    # presets and LoRAs head the parameter column, so the output gallery sits beside them, in view
+    return dict(prompt=prompt, negative_prompt=negative, generate=generate, interrupt=interrupt, styles=styles,
+                styles_refresh=styles_refresh)
+
+
+def _build_params(engine, t: Translator, postprocessors) -> dict:
+    """The parameter column: presets, LoRAs, sampling parameters, post-processors, run options, preset manager."""
+    info = family_info(engine.family_of(None))
+    c = dict(presets=presets_panel.build_gallery(engine, t), loras=lora_panel.build(engine, t))
+    c["sampler"] = gr.Dropdown(choices=list(info.samplers), value=info.default_sampler, label=t("txt2img.sampler"),
+                               allow_custom_value=True, elem_id="txt2img_sampler")
+    c["steps"] = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label=t("txt2img.steps"), elem_id="txt2img_steps")
     with gr.Row():
-        with gr.Column(scale=1, elem_id="txt2img_params"):
-            gallery_panel = presets_panel.build_gallery(engine, t)
-            lora_picker = lora_panel.build(engine, t)
-            sampler = gr.Dropdown(choices=list(info.samplers), value=info.default_sampler,
-                                  label=t("txt2img.sampler"), allow_custom_value=True, elem_id="txt2img_sampler")
-            steps = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label=t("txt2img.steps"),
-                              elem_id="txt2img_steps")
-            with gr.Row():
-                width = gr.Slider(info.min_side, info.max_side, value=info.width, step=8,
-                                  label=t("txt2img.width"), elem_id="txt2img_width")
-                height = gr.Slider(info.min_side, info.max_side, value=info.height, step=8,
-                                   label=t("txt2img.height"), elem_id="txt2img_height")
-            with gr.Row():
-                batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label=t("txt2img.batch_count"))
-                batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label=t("txt2img.batch_size"))
-            cfg = gr.Slider(0.0, 30.0, value=info.cfg, step=0.5, label=t("txt2img.cfg"))
-            with gr.Row():
-                seed = gr.Number(value=-1, precision=0, label=t("txt2img.seed"), info=t("txt2img.seed_info"),
-                                 scale=4, elem_id="txt2img_seed")
-                random_seed = gr.Button(t("txt2img.random_seed"), scale=0, min_width=48)
-                reuse_seed = gr.Button(t("txt2img.reuse_seed"), scale=0, min_width=48)
-            clip_skip = gr.Slider(1, 12, value=1, step=1, label=t("txt2img.clip_skip"),
-                                  interactive=info.supports_clip_skip)
-            postprocess = (gr.CheckboxGroup([(p.label(t.lang), p.id) for p in postprocessors], value=[],
-                                            label=t("ext.postprocess"), elem_id="txt2img_postprocess")
-                           if postprocessors else None)
-            backend, decoder, preview_every = build_run_options(engine, t)
-            manager = presets_panel.build_manager(engine, t)
-        with gr.Column(scale=1, elem_id="txt2img_results"):
-            progress = gr.Markdown("", elem_id="txt2img_progress")
-            gallery = gr.Gallery(label=t("txt2img.gallery"), columns=2, height=512, format="png",
-                                 object_fit="contain", buttons=["download", "fullscreen"],
-                                 interactive=False, elem_id="txt2img_gallery")
-            infotext = gr.Textbox(label=t("txt2img.infotext"), lines=4, interactive=False,
-                                  buttons=["copy"], elem_id="txt2img_infotext")
-    infotexts = gr.State([])
-    seeds = gr.State([])
+        c["width"] = gr.Slider(info.min_side, info.max_side, value=info.width, step=8, label=t("txt2img.width"),
+                               elem_id="txt2img_width")
+        c["height"] = gr.Slider(info.min_side, info.max_side, value=info.height, step=8, label=t("txt2img.height"),
+                                elem_id="txt2img_height")
+    with gr.Row():
+        c["batch_count"] = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label=t("txt2img.batch_count"))
+        c["batch_size"] = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label=t("txt2img.batch_size"))
+    c["cfg_scale"] = gr.Slider(0.0, 30.0, value=info.cfg, step=0.5, label=t("txt2img.cfg"))
+    with gr.Row():
+        c["seed"] = gr.Number(value=-1, precision=0, label=t("txt2img.seed"), info=t("txt2img.seed_info"),
+                              scale=4, elem_id="txt2img_seed")
+        c["random_seed"] = gr.Button(t("txt2img.random_seed"), scale=0, min_width=48)
+        c["reuse_seed"] = gr.Button(t("txt2img.reuse_seed"), scale=0, min_width=48)
+    c["clip_skip"] = gr.Slider(1, 12, value=1, step=1, label=t("txt2img.clip_skip"),
+                               interactive=info.supports_clip_skip)
+    c["postprocess"] = (gr.CheckboxGroup([(p.label(t.lang), p.id) for p in postprocessors], value=[],
+                                         label=t("ext.postprocess"), elem_id="txt2img_postprocess")
+                        if postprocessors else None)
+    c["backend"], c["decoder"], c["preview_every"] = build_run_options(engine, t)
+    c["manager"] = presets_panel.build_manager(engine, t)
+    return c
 
-    tab = Txt2ImgTab(prompt, negative, sampler, steps, cfg, width, height, seed, batch_size, batch_count,
-                     clip_skip, random_seed, reuse_seed, generate_btn, interrupt_btn, gallery, infotext,
-                     progress, infotexts, seeds, styles, styles_refresh, gallery_panel, manager, lora_picker,
-                     postprocess, backend, decoder, preview_every)
 
-    outputs = [gallery, infotext, progress, infotexts, seeds]
+def _wire(engine, t: Translator, tab: Txt2ImgTab) -> None:
+    outputs = [tab.gallery, tab.infotext, tab.progress, tab.infotexts, tab.seeds]
     handler = make_generate(engine, t)
     # the page sends the picked LoRA rows (names + every slider); the /generate endpoint takes the
     # eleven fields, then the styles and a [[name, weight], ...] list, so older API callers still work
-    click_inputs = [*tab.params, styles, gallery_panel.active, lora_picker.picked, *lora_picker.weights]
-    api_inputs = [*tab.params, styles, gallery_panel.active, lora_picker.api_loras]
+    picker, postprocess = tab.loras, tab.postprocess
+    click_inputs = [*tab.params, tab.styles, tab.presets.active, picker.picked, *picker.weights]
+    api_inputs = [*tab.params, tab.styles, tab.presets.active, picker.api_loras]
     if postprocess is not None:  # extension post-processors: /generate takes their ids last
         click_inputs = [postprocess, *click_inputs]
         api_inputs.append(postprocess)
     click_fn, click_inputs = with_run_options(handler, postprocess is not None), [*tab.run_options, *click_inputs]
-    generate_btn.click(click_fn, click_inputs, outputs, api_visibility="private", show_progress="minimal",
+    tab.generate.click(click_fn, click_inputs, outputs, api_visibility="private", show_progress="minimal",
                        concurrency_limit=None)
     gr.on(triggers=[], fn=handler, inputs=api_inputs, outputs=outputs, api_name="generate", concurrency_limit=None)
-    lora_panel.wire(engine, t, lora_picker, prompt)
-    styles_refresh.click(make_refresh_styles(engine, t), styles, styles, api_visibility="private",
-                         show_progress="hidden")
+    lora_panel.wire(engine, t, picker, tab.prompt)
+    tab.styles_refresh.click(make_refresh_styles(engine, t), tab.styles, tab.styles, api_visibility="private",
+                             show_progress="hidden")
     presets_panel.wire(engine, t, tab, handler)
-    interrupt_btn.click(make_interrupt(engine, t), None, None, api_name="interrupt", queue=False)
-    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
-    reuse_seed.click(lambda s: s[0] if s else gr.skip(), seeds, seed, api_visibility="private", queue=False)
+    tab.interrupt.click(make_interrupt(engine, t), None, None, api_name="interrupt", queue=False)
+    tab.random_seed.click(lambda: -1, None, tab.seed, api_visibility="private", queue=False)
+    tab.reuse_seed.click(lambda s: s[0] if s else gr.skip(), tab.seeds, tab.seed, api_visibility="private",
+                         queue=False)
 
     def on_select(texts: list, evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else 0
         return texts[index] if 0 <= index < len(texts) else gr.skip()
 
-    gallery.select(on_select, infotexts, infotext, api_visibility="private", queue=False)
-    return tab
+    tab.gallery.select(on_select, tab.infotexts, tab.infotext, api_visibility="private", queue=False)
