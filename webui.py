@@ -1,7 +1,7 @@
 """Visage WebUI entry point: ``bash webui.sh [flags]`` (or ``python webui.py [flags]`` inside the venv).
 
-One server (uvicorn) on one port: the Gradio page at ``/``, and with ``--api`` the HTTP API
-(``/healthz``, ``/api/v1``, ``/sdapi/v1``, ``/docs``); ``--nowebui`` serves the API alone.
+One server (uvicorn) on one port: the Gradio page at ``/`` and ``/healthz``, and with ``--api`` the HTTP API
+(``/api/v1``, ``/sdapi/v1``, ``/docs``); ``--nowebui`` serves the API alone.
 """
 from __future__ import annotations
 
@@ -128,9 +128,16 @@ def create_app(engine, settings: Settings, lang: str, extensions=None):
 
         app = build_api(engine, api_settings(settings), extensions=extensions)
     else:
-        from fastapi import FastAPI
+        from fastapi import Depends, FastAPI
+
+        from modules.api.auth import auth_dependency
+        from modules.api.errors import install_handlers
+        from modules.api.health import health_router
 
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        install_handlers(app)  # a 401 from the check below answers as the API does
+        check = auth_dependency(settings.auth)  # monitoring without --api: /healthz, behind the page's --auth
+        app.include_router(health_router(engine, settings.max_queue, [Depends(check)] if check else []))
     if not settings.nowebui:
         import gradio as gr
 

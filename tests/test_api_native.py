@@ -311,3 +311,34 @@ def test_taesd_decoder_without_weights_is_a_clear_422(env):
     _engine, client, _folders = env
     r = client.post("/api/v1/generate", json={**SMALL, "decoder": "taesd", "save": False})
     assert r.status_code == 422 and r.json()["field"] == "decoder" and "VAE-approx" in r.json()["rule"]
+
+
+def test_docs_work_offline_from_local_swagger_ui_files(env):
+    """/docs loads Swagger UI from this server (the swagger-ui-py wheel), never from a CDN."""
+    _engine, client, _folders = env
+    html = client.get("/docs").text
+    assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+    for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+        assert asset in html
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+
+
+@pytest.mark.parametrize("auth", [(), (("ann", "pw"),)])
+def test_healthz_without_api_flag(env, tmp_path, monkeypatch, auth):
+    """Monitoring needs /healthz even when only the page is served (no --api); behind the page's --auth."""
+    from fastapi.testclient import TestClient
+
+    import webui
+
+    engine, _client, folders = env
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    settings = make_settings(folders, api=False, auth=auth)
+    client = TestClient(webui.create_app(engine, settings, "en"), follow_redirects=False)
+    r = client.get("/healthz")
+    if auth:
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        r = client.get("/healthz", auth=auth[0])
+    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["model"] == engine.status().model
+    assert client.get("/api/v1/models").status_code != 200  # the API itself stays off without --api

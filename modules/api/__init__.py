@@ -12,10 +12,12 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from modules import __version__
 from modules.api.auth import auth_dependency
 from modules.api.errors import ApiError, error_response, install_handlers
+from modules.api.health import health_router
 from modules.api.models import ApiLimits, request_models
 from modules.api.native import native_router
 from modules.api.options import OptionsStore
@@ -27,6 +29,17 @@ log = logging.getLogger(__name__)
 
 #: paths served by the API (the page, when mounted, gets everything else)
 API_PREFIXES = ("/api/", "/sdapi/", "/healthz", "/openapi.json", "/docs")
+#: where /docs takes Swagger UI's scripts and styles from (served here, so the docs work offline)
+DOCS_ASSETS = "/docs/assets"
+
+
+def swagger_ui_static() -> str:
+    """The folder of Swagger UI's files inside the swagger-ui-py package."""
+    from importlib.resources import files
+
+    return str(files("swagger_ui") / "static")
+
+
 #: uploads may be larger than other requests (A1111 txt2img bodies may carry images for extensions,
 #: e.g. ControlNet in alwayson_scripts: accepted, then ignored)
 UPLOAD_PATHS = ("/sdapi/v1/png-info", "/sdapi/v1/txt2img",
@@ -115,6 +128,7 @@ def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str =
                   description="Visage's own API (/healthz, /api/v1) and the A1111-compatible API (/sdapi/v1). "
                               "See docs/api.md.")
     install_handlers(app)
+    app.include_router(health_router(engine, settings.max_queue, deps))
     app.include_router(native_router(rt, models, deps))
     app.include_router(sdapi_router(rt, models, deps))
     if extensions is not None:
@@ -133,9 +147,15 @@ def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str =
     def openapi_json() -> dict:
         return openapi_schema()
 
+    # Swagger UI from the swagger-ui-py wheel: /docs works offline (no CDN)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_static()), name="docs-assets")
+
     @app.get("/docs", include_in_schema=False, dependencies=deps)
     def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
     app.add_middleware(BodyLimit, limits=limits)
     return app

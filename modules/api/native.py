@@ -1,4 +1,4 @@
-"""Visage's own API: ``/healthz`` and ``/api/v1/...``. Torch-free."""
+"""Visage's own API: ``/api/v1/...`` (``/healthz`` is :mod:`modules.api.health`). Torch-free."""
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -37,15 +37,8 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
 
 
 def _job_routes(router: APIRouter, rt: ApiRuntime, GenerateRequest) -> None:  # noqa: N803 - a model class
-    """Health and generation."""
+    """Generation."""
     engine = rt.engine
-
-    @router.get("/healthz", response_model=Health, tags=["native"], summary="Loading/ready/error and the queue")
-    def healthz() -> Health:
-        s = engine.status()
-        return Health(state=s.state, ready=s.state == "ready", model=s.model, family=s.family, message=s.message,
-                      queue_length=s.queue_length, max_queue=rt.settings.max_queue, device=s.device,
-                      dtype=s.dtype, version=__version__)
 
     @router.post("/api/v1/generate", response_model=GenerateResponse, tags=["native"],
                  summary="Generate images (queued with the page's jobs)")
