@@ -658,3 +658,27 @@ def test_generate_over_gradio_client(engine, tmp_path):
         assert "Sampler: Euler (flow match)" in infotext and "Steps: 3" in infotext
     finally:
         demo.close()
+
+
+def _by_elem_id(demo: gr.Blocks, elem_id: str):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_first_screen_without_a_model_says_what_to_do(engine, lang):
+    """No usable model: the page opens on first steps (starter packs, an A1111 folder, a tiny model offline),
+    not on an empty dropdown; the panel goes once a model exists."""
+    from modules.ui import header
+
+    kept = engine.entries
+    engine.entries = [e for e in kept if not e.supported]  # only the unsupported pickle
+    t = Translator(lang, strict=True)
+    demo = build_blocks(engine, t)
+    welcome = _by_elem_id(demo, "visage_welcome")
+    assert welcome.visible is True
+    assert "--models-dir" in t("welcome.text") and "make-tiny-model" in t("welcome.text")
+    assert _by_elem_id(demo, "visage_get_models").value == t("welcome.get_models")
+    assert header.welcome_update(engine).visible is True
+    engine.entries = kept
+    assert header.welcome_update(engine).visible is False
+    assert _by_elem_id(build_blocks(engine, Translator(lang, strict=True)), "visage_welcome").visible is False

@@ -101,6 +101,8 @@ def build_blocks(engine, t: Translator, extensions=None) -> gr.Blocks:
             language = gr.Radio([(t(f"lang.{code}"), code) for code in LANGUAGES], value=t.lang,
                                 label=t("lang.label"), scale=0, min_width=230, elem_id="visage_lang")
         page = _build_tabs(engine, t, extensions)
+        top.get_models.click(lambda: gr.Tabs(selected=TAB_MODELS), None, page.tabs, api_visibility="private",
+                             queue=False)
         _wire_tab_opening(engine, t, page)
         _wire_model_events(engine, t, demo, top, page)
         # infotext holds the final prompt (a preset's template already applied): sending it clears the
@@ -185,6 +187,10 @@ def _wire_model_events(engine, t: Translator, demo: gr.Blocks, top, page: Simple
 
     for event in (models.refresh_event, models.download_event):
         event.then(refresh_choices, None, top.model, api_visibility="private", show_progress="hidden")
+    # the first-steps panel goes once a model exists (downloaded, merged, or found after 🔄)
+    for event in (load, refresh, models.refresh_event, models.download_event):
+        event.then(lambda: header_ui.welcome_update(engine), None, top.welcome, api_visibility="private",
+                   show_progress="hidden")
     # a merged model is listed at once: checkpoint picker, the Merge tab's base list, the Models table
     merge.merge_event.success(make_after_merge(engine, t), None,
                               [top.model, merge.base, models.summary, models.table],

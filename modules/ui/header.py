@@ -20,6 +20,12 @@ class Header:
     model: gr.Dropdown
     refresh: gr.Button
     timer: gr.Timer
+    welcome: gr.Column | None = None  # shown while no usable model exists: what to do first
+    get_models: gr.Button | None = None  # opens the Models tab (starter packs)
+
+
+def has_models(entries) -> bool:
+    return any(e.supported for e in entries)
 
 
 def build(engine, t: Translator) -> Header:
@@ -33,7 +39,15 @@ def build(engine, t: Translator) -> Header:
     timer = gr.Timer(1.0)
     timer.tick(lambda: status_text(t, engine.status()), None, status, api_name="status",
                show_progress="hidden", concurrency_limit=None)
-    return Header(status, model, refresh, timer)
+    with gr.Column(visible=not has_models(entries), elem_id="visage_welcome") as welcome:
+        gr.Markdown(t("welcome.text"))
+        get_models = gr.Button(t("welcome.get_models"), variant="primary", elem_id="visage_get_models")
+    return Header(status, model, refresh, timer, welcome, get_models)
+
+
+def welcome_update(engine) -> gr.Column:
+    """The first-steps panel: visible only while the model folders hold no usable model."""
+    return gr.Column(visible=not has_models(engine.models()))
 
 
 def current_updates(engine, t: Translator, *, refresh: bool = False) -> tuple:

@@ -19,6 +19,14 @@ PAGE_EN: dict[str, str] = {
     "model.label": "Checkpoint",
     "model.refresh": "🔄",
     "model.switched": "Switched to {model}",
+    "welcome.text": "### No model yet\n"
+                    "- **Starter pack** (one click): a base model, a portrait LoRA and the preview decoder, with "
+                    "their sizes shown first: *Models* tab.\n"
+                    "- **Already have A1111?** Start Visage on its models folder: "
+                    "`bash webui.sh --models-dir /path/to/stable-diffusion-webui/models`.\n"
+                    "- **Offline**, to try the page: `python -m modules.cli make-tiny-model --family sd15 "
+                    "--out models/Stable-diffusion/tiny15` (random weights: noise images), then 🔄.",
+    "welcome.get_models": "Get a model (starter packs)",
     # tabs
     "tab.txt2img": "txt2img",
     "tab.pnginfo": "PNG Info",

@@ -15,6 +15,13 @@ ZH: dict[str, str] = {
     "model.label": "模型",
     "model.refresh": "🔄",
     "model.switched": "已切换到 {model}",
+    "welcome.text": "### 还没有模型\n"
+                    "- **入门套装**（一键）：基础模型 + 人像 LoRA + 预览解码器，开始前先显示大小：见「模型」标签页。\n"
+                    "- **已经装过 A1111？** 让 Visage 直接使用它的 models 文件夹："
+                    "`bash webui.sh --models-dir /path/to/stable-diffusion-webui/models`。\n"
+                    "- **离线试用页面**：`python -m modules.cli make-tiny-model --family sd15 "
+                    "--out models/Stable-diffusion/tiny15`（随机权重，只会生成噪点图），然后点 🔄。",
+    "welcome.get_models": "获取模型（入门套装）",
     "tab.txt2img": "文生图",
     "tab.pnginfo": "图片信息",
     "tab.models": "模型管理",
