@@ -49,6 +49,25 @@ EN: dict[str, str] = {
     # other errors
     "interrupted.at_step": "interrupted at step {step}/{total}",
     "capability.unsupported": "{model} runs on the {backend} backend, which cannot do {capability}",
+    # downloads (modules/downloads/)
+    "download.offline": "cannot download {what}: offline (HF_HUB_OFFLINE is set); it would go to {where}. "
+                        "Unset HF_HUB_OFFLINE and run `{command}`",
+    "download.unreachable": "cannot download {what} from {endpoint} ({reason}); it would go to {where}. "
+                            "Check the network (or HF_ENDPOINT) and run `{command}`",
+    "download.not_found": "{what} was not found on {endpoint} (check the repo id, file name and revision)",
+    "download.gated": "{what} needs a Hugging Face login and accepted terms: run `hf auth login`, accept them on "
+                      "the model's page, then download again",
+    "download.bad_repo": "{repo_id!r} is not a Hugging Face repo id (expected 'org/name')",
+    "download.bad_url": "{url!r} is not a Hub file URL (expected https://huggingface.co/ORG/REPO/blob/REV/FILE)",
+    "download.no_space": "not enough disk space in {folder}: the download needs {need}, {free} is free",
+    "download.connection_lost": "the connection was lost while downloading {name} ({done} of {total}: {reason}); "
+                                "run `{command}` again to resume",
+    "download.write_failed": "could not write {name}: {reason}",
+    "download.size": "{name}: got {got} bytes, the Hub says {want}; the partial file was removed, download it again",
+    "download.checksum": "{name} does not match the Hub's sha256 ({got}, expected {want}); the partial file "
+                         "was removed, download it again",
+    "download.unknown_pack": "no starter pack named {name!r} (packs: {choices})",
+    "download.what": "say what to download: a pack, a repo id (and a file), or a Hub file URL",
     # notes of a finished job (GenerationResult.notes)
     "note.lora_unmatched": "{count} LoRA layer(s) matched no module, e.g. {examples}",
     "note.lora": "{lora}: {note}",

@@ -364,4 +364,20 @@ ZH: dict[str, str] = {
     "note.lora_zimage_te": "文本编码器权重被忽略（diffusers 只把 Z-Image LoRA 加载到 DiT）",
     "note.lora_cloneofsimo": "cloneofsimo lora_diffusion (2022) 格式：已由 Visage 转换（缩放 1，无 alpha）",
     "note.lora_embedded_tokens": "内嵌的文本反演词元 {tokens} 不会被加载",
+    # downloads (modules/downloads/)
+    "download.offline": "无法下载 {what}：处于离线模式（已设置 HF_HUB_OFFLINE）；它会保存到 {where}。"
+                        "取消 HF_HUB_OFFLINE 后运行 `{command}`",
+    "download.unreachable": "无法从 {endpoint} 下载 {what}（{reason}）；它会保存到 {where}。"
+                            "请检查网络（或 HF_ENDPOINT）后运行 `{command}`",
+    "download.not_found": "在 {endpoint} 上找不到 {what}（请检查仓库 ID、文件名和版本）",
+    "download.gated": "{what} 需要登录 Hugging Face 并接受使用条款：运行 `hf auth login`，在模型页面接受条款后再下载",
+    "download.bad_repo": "{repo_id!r} 不是 Hugging Face 仓库 ID（应为 'org/name'）",
+    "download.bad_url": "{url!r} 不是 Hub 文件链接（应为 https://huggingface.co/ORG/REPO/blob/REV/FILE）",
+    "download.no_space": "{folder} 磁盘空间不足：下载需要 {need}，可用 {free}",
+    "download.connection_lost": "下载 {name} 时连接中断（{done} / {total}：{reason}）；再次运行 `{command}` 可继续下载",
+    "download.write_failed": "无法写入 {name}：{reason}",
+    "download.size": "{name}：收到 {got} 字节，Hub 给出的是 {want}；已删除未完成的文件，请重新下载",
+    "download.checksum": "{name} 与 Hub 的 sha256 不符（{got}，应为 {want}）；已删除未完成的文件，请重新下载",
+    "download.unknown_pack": "没有名为 {name!r} 的入门套装（可选：{choices}）",
+    "download.what": "请说明要下载什么：入门套装、仓库 ID（及文件）或 Hub 文件链接",
 }
