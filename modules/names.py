@@ -9,33 +9,49 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from modules.errors import UnsafeName
+from modules.messages import Message
 from modules.paths import MAX_NAME_LENGTH
 
 
 class UnsafeField(UnsafeName):
-    """An unsafe name, with the request field it came from."""
+    """An unsafe name, with the request field it came from: ``UnsafeField(field, Message("rule.…"))`` (or
+    free-form ``rule`` text). ``str(exc)`` is ``"field: rule"``; like ``InvalidRequest``, ``key``/``params``
+    are the rule's, and the page says ``"field: rule"`` in its language (``message``)."""
 
-    def __init__(self, field: str, rule: str):
+    def __init__(self, field: str, rule: str | Message):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
 
+    @property
+    def message(self) -> Message | None:
+        return Message("rule.field", field=self.field, rule=self.rule) if isinstance(self.rule, Message) else None
 
-def name_problem(name: object) -> str | None:
-    """Why ``name`` is not acceptable as a name, or None when it is."""
+    @property
+    def key(self) -> str | None:
+        return self.rule.key if isinstance(self.rule, Message) else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.rule.params) if isinstance(self.rule, Message) else {}
+
+
+def name_problem(name: object) -> Message | None:
+    """Why ``name`` is not acceptable as a name (a keyed message, its English the rule), or None when it is."""
     if not isinstance(name, str) or not name.strip():
-        return "must be a non-empty name"
+        return Message("rule.name_empty")
     if len(name) > MAX_NAME_LENGTH:
-        return f"must be at most {MAX_NAME_LENGTH} characters"
+        return Message("rule.at_most_chars", n=MAX_NAME_LENGTH)
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        return "must not contain NUL or other control characters"
+        return Message("rule.name_control")
     normalized = name.strip().replace("\\", "/")
     if normalized.startswith(("/", "~")) or os.path.isabs(name) or (len(normalized) > 1 and normalized[1] == ":"):
-        return "must be a name, not an absolute path"
+        return Message("rule.name_absolute")
     if any(part == ".." for part in normalized.split("/")):
-        return "must not contain '..'"
+        return Message("rule.name_dotdot")
     return None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from modules.atomic import atomic_write_text
 from modules.errors import InvalidRequest
+from modules.messages import Message
 
 FIELDS = ("name", "prompt", "negative_prompt")
 PROMPT_PLACEHOLDER = "{prompt}"
@@ -43,7 +44,7 @@ def parse_styles(text: str, source: str = "styles.csv") -> dict[str, Style]:
     try:
         rows = list(reader)
     except csv.Error as exc:
-        raise InvalidRequest(source, f"line {reader.line_num}: {exc}") from None
+        raise InvalidRequest(source, Message("rule.csv_line", line=reader.line_num, problem=str(exc))) from None
     for row in rows:
         name = (row.get("name") or "").strip()
         if not name or name.startswith("#"):

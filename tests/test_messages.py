@@ -179,3 +179,32 @@ def test_api_error_json_has_key_and_params():
     cap = json.loads(error_response(to_api_error(UnsupportedCapability("inpaint", "edge/t", "onnx"))).body)
     assert cap["key"] == "capability.unsupported"
     assert cap["params"] == {"model": "edge/t", "backend": "onnx", "capability": "inpaint"}
+
+
+# -- rules that used to be free text ---------------------------------------------------------------------
+
+def test_converted_rules_say_chinese_on_the_page_and_keep_their_english():
+    from modules.generation.samplers import make_scheduler
+    from modules.lora.prompt import parse_prompt_loras
+    from modules.names import UnsafeField, check_name
+
+    zh, en = Translator("zh", strict=True), Translator("en", strict=True)
+
+    with pytest.raises(UnsafeField) as unsafe:
+        check_name("model", "../outside")
+    assert str(unsafe.value) == "model: must not contain '..'"
+    assert (unsafe.value.key, unsafe.value.params) == ("rule.name_dotdot", {})
+    assert error_text(zh, unsafe.value) == "名称被拒绝：model：不能包含 '..'"
+    assert error_text(en, unsafe.value) == "Name refused: model: must not contain '..'"
+
+    with pytest.raises(InvalidRequest) as sampler:
+        make_scheduler("Heun++", {})
+    assert str(sampler.value) == "sampler: unknown sampler 'Heun++'"
+    assert error_text(zh, sampler.value) == "参数“采样方法”无效：未知的采样方法 'Heun++'"
+
+    with pytest.raises(InvalidRequest) as weight:
+        parse_prompt_loras("a portrait, <lora:soft:abc>")
+    assert str(weight.value) == "prompt: <lora:soft:abc>: weight 'abc' is not a number"
+    assert weight.value.key == "rule.lora_weight_nan"
+    assert error_text(zh, weight.value) == "参数“提示词”无效：<lora:soft:abc>：权重 'abc' 不是数字"
+    assert not zh.missing and not en.missing

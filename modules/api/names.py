@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from modules.errors import UnsafeName
+from modules.messages import Message
 from modules.names import UnsafeField, check_name
 from modules.paths import safe_child
 
@@ -21,5 +22,5 @@ def output_file(outputs_dir: Path, name: str) -> Path:
     except UnsafeName as exc:
         raise UnsafeField("name", str(exc)) from None
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UnsafeField("name", f"only {', '.join(OUTPUT_SUFFIXES)} files are served")
+        raise UnsafeField("name", Message("rule.served_suffixes", suffixes=", ".join(OUTPUT_SUFFIXES)))
     return path

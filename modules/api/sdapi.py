@@ -22,6 +22,7 @@ from modules.api.runtime import ApiRuntime
 from modules.errors import InvalidRequest
 from modules.families import FAMILIES, FLOW_SAMPLERS, SD_SAMPLERS, Family, family_info
 from modules.generation.params import GenerationRequest, GenerationResult
+from modules.messages import Message
 from modules.names import check_name
 from modules.outputs.infotext import parse_infotext, parse_size
 from modules.outputs.saving import read_png_parameters
@@ -133,10 +134,11 @@ def _generation_routes(router: APIRouter, rt: ApiRuntime, Txt2ImgRequest) -> Non
         overrides = body.override_settings or {}
         model = overrides.get("sd_model_checkpoint")
         if model is not None and not isinstance(model, str):
-            raise InvalidRequest("override_settings.sd_model_checkpoint", "must be a model name")
+            raise InvalidRequest("override_settings.sd_model_checkpoint", Message("rule.model_name"))
         clip_skip = overrides.get("CLIP_stop_at_last_layers", rt.options.get("CLIP_stop_at_last_layers"))
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
-            raise InvalidRequest("override_settings.CLIP_stop_at_last_layers", "must be a whole number from 1 to 12")
+            raise InvalidRequest("override_settings.CLIP_stop_at_last_layers",
+                                 Message("rule.whole_from", low=1, high=12))
         entry = engine.model(model, "override_settings.sd_model_checkpoint") if model else engine.selected
         family = entry.family if entry is not None else engine.family_of(None)
         sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
@@ -208,7 +210,7 @@ def _model_routes(router: APIRouter, rt: ApiRuntime) -> None:
         checkpoint = body.get("sd_model_checkpoint")
         if checkpoint is not None:
             if not isinstance(checkpoint, str):
-                raise InvalidRequest("sd_model_checkpoint", "must be a model name")
+                raise InvalidRequest("sd_model_checkpoint", Message("rule.model_name"))
             check_name("sd_model_checkpoint", checkpoint)
         rest = {k: v for k, v in body.items() if k != "sd_model_checkpoint"}
         known = {k: v for k, v in rest.items() if k in rt.options.values()}

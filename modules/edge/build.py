@@ -26,6 +26,7 @@ from modules.edge import stages as st
 from modules.edge.options import EdgeBuildError, EdgeBuildOptions, default_name, package_path
 from modules.errors import InvalidRequest, UnsupportedModel
 from modules.families import Family
+from modules.messages import Message
 from modules.operations import Operation, ProgressCallback
 from modules.paths import Folders
 from modules.registry.entry import ModelEntry
@@ -92,7 +93,7 @@ def _check_source(entry: ModelEntry, options: EdgeBuildOptions, taesd) -> Family
         raise UnsupportedModel(f"{entry.name}: edge packages are built from SD1.5 models only "
                                f"(SDXL's and Z-Image's denoisers are too large for an edge CPU)")
     if options.taesd and taesd is None:
-        raise InvalidRequest("taesd", "TAESD weights are needed (or build with the full VAE decoder only)")
+        raise InvalidRequest("taesd", Message("rule.edge_taesd"))
     return family
 
 

@@ -49,13 +49,13 @@ class EdgeBuildOptions:
         if not 0 <= int(self.distill_steps) <= 100_000:
             raise InvalidRequest("distill_steps", Message("rule.between", low=0, high=100000))
         if self.distill_steps and not self.prune:
-            raise InvalidRequest("distill_steps", "distillation recovers a pruned U-Net: give --prune too")
+            raise InvalidRequest("distill_steps", Message("rule.distill_prune"))
         if self.attention not in ATTENTION_KINDS:
             raise InvalidRequest("attention", Message("rule.choice", choices=", ".join(ATTENTION_KINDS)))
         if not (self.taesd or self.full_vae):
-            raise InvalidRequest("decoder", "a package needs a decoder: TAESD, the full VAE, or both")
+            raise InvalidRequest("decoder", Message("rule.decoder_needed"))
         if self.calib_prompts < 1 or self.calib_steps < 1:
-            raise InvalidRequest("calibration", "needs at least one prompt and one step")
+            raise InvalidRequest("calibration", Message("rule.calibration"))
 
     @property
     def unet_method(self) -> str | None:
@@ -80,7 +80,7 @@ def default_name(entry: ModelEntry, options: EdgeBuildOptions) -> str:
 def package_path(folders: Folders, name: str, *, overwrite: bool = False) -> Path:
     """``models/edge/NAME`` for a new package; refuses unsafe, hidden, nested and taken names."""
     if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name or name.startswith("."):
-        raise InvalidRequest("out", f"{name!r} is not a usable package name (one plain folder name)")
+        raise InvalidRequest("out", Message("rule.package_name", name=name))
     path = safe_child(folders.edge, name.strip())
     if path.exists() and not overwrite:
         raise InvalidRequest("out", Message("rule.edge_exists", name=name))

@@ -32,6 +32,7 @@ from modules.loader import load_pipeline
 from modules.lora import LoraInfo, lora_folders, scan_loras
 from modules.lora.patcher import LoraPatcher
 from modules.manager import ModelManager
+from modules.messages import Message
 from modules.names import UnsafeField, check_name, inside
 from modules.presets import Preset, PresetStore
 from modules.registry import HashCache, ModelRegistry
@@ -71,7 +72,7 @@ class Engine:
             max_bytes=settings.embed_cache_mb * 2**20,
             persist_dir=self.folders.cache / "embeddings" if settings.embed_cache_persist else None)
         self.lora_patcher = LoraPatcher(hash_cache=self.registry.hash_cache)
-        self.taesd = TaesdSource(self.folders, settings.hf_cache)
+        self.taesd = TaesdSource(self.folders, settings.hf_cache, job_hooks=self._job_hooks)
         self.extensions = extensions or ExtensionSet.empty()  # loaded once by webui.py / the CLI
         self._loras: list[LoraInfo] | None = None  # scanned on first use
         self._selected: ModelEntry | None = None  # the model the user last chose (may still be loading)
@@ -126,7 +127,7 @@ class Engine:
         folders. ModelNotFound / UnsupportedModel / UnsafeField (naming ``field``) otherwise."""
         entry = self.registry.get(check_name(field, name))
         if not inside(Path(entry.path), self.model_roots()):
-            raise UnsafeField(field, f"{entry.name!r} leads outside the model folders")
+            raise UnsafeField(field, Message("rule.model_outside", name=entry.name))
         if not entry.supported:
             raise UnsupportedModel(f"{entry.name}: {entry.reason}")
         return entry
@@ -272,6 +273,34 @@ class Engine:
             return path
         return self.downloads.submit("download", run)
 
+    # downloads: modules/downloads; network work runs on self.downloads, never on the device queue
+    def starter_packs(self) -> list:
+        """The starter packs (:class:`modules.downloads.packs.StarterPack`), sizes not asked yet."""
+        from modules.downloads.packs import PACKS
+
+        return list(PACKS)
+
+    def plan_download(self, pack: str | None = None, repo_id: str | None = None, filename: str | None = None,
+                      url: str | None = None):
+        """What a download would fetch, where it goes, its size (from the Hub) and the free disk: a
+        :class:`modules.downloads.plan.DownloadPlan`, asked before anything is fetched (DownloadError offline)."""
+        from modules.downloads.plan import make_plan
+
+        return make_plan(self.folders, self.settings.hf_cache, pack=pack, repo_id=repo_id, filename=filename,
+                         url=url)
+
+    def download(self, plan) -> Job:
+        """Run ``plan`` on the downloads queue: phase "downloading NAME", step/total in bytes; cancellable
+        (the part files stay for the next run). The registry and the LoRA list are refreshed when it ends."""
+        from modules.downloads.plan import run_plan
+
+        def run(ctx: JobContext):
+            paths = run_plan(plan, on_progress=ctx.report, should_stop=lambda: ctx.cancelled)
+            self.registry.refresh()
+            self.loras(refresh=True)
+            return paths
+        return self.downloads.submit("download", run)
+
     def build_edge(self, model: str, options, name: str | None = None) -> Job:
         """Queue ``build-edge`` for ``model`` (``options``: :class:`modules.edge.build.EdgeBuildOptions`).
         Progress phases are the build steps; the job returns the package folder."""
@@ -283,6 +312,8 @@ class Engine:
         options.check()
 
         def run(ctx: JobContext):
+            if options.taesd:
+                self.taesd.ensure(entry.family)  # fetched now (this job's phase) when absent
             path = build_edge_for(entry, self.folders, name, options, hf_cache=self.settings.hf_cache,
                                   hash_cache=self.registry.hash_cache, lora_dirs=self.settings.lora_dirs,
                                   on_progress=lambda label, i, n: ctx.report(label, i, n),
@@ -335,9 +366,20 @@ class Engine:
 
             return EdgeBackend(load_edge_pipeline(entry.path, providers=self.settings.onnx_providers,
                                                   threads=self.settings.onnx_threads), entry.family)
-        pipe = load_pipeline(entry, folders=self.folders, hf_cache=self.settings.hf_cache, torch_dtype=dtype)
+        on_progress, should_stop = self._job_hooks()  # a CLIP tokenizer fetched on demand reports here
+        pipe = load_pipeline(entry, folders=self.folders, hf_cache=self.settings.hf_cache, torch_dtype=dtype,
+                             on_progress=on_progress, should_stop=should_stop)
         return DiffusersBackend(pipe, entry.family, device=self.device, dtype=dtype, patcher=self.lora_patcher,
                                 taesd=self.taesd)
+
+    def _job_hooks(self):
+        """(report, should_stop) of the job running on the worker now, for a fetch inside it; (None, None)
+        outside a job. A fetch runs inside the job that needs it, never as a job of its own."""
+        job = self.queue.current
+        if job is None:
+            return None, None
+        ctx = JobContext(job)
+        return ctx.report, lambda: ctx.cancelled
 
     def _first_supported(self) -> str | None:
         return next((e.name for e in self.registry.entries()

@@ -18,6 +18,7 @@ from modules.errors import InvalidRequest, UnsupportedCapability
 from modules.generation.params import GenerationRequest
 from modules.generation.prompting import resolve_prompts
 from modules.lora import LoraInfo, check_compatible, find_lora, parse_prompt_loras
+from modules.messages import Message
 from modules.names import UnsafeField, check_name, inside
 from modules.presets import PresetStore
 from modules.registry.entry import ModelEntry
@@ -79,9 +80,8 @@ class Preparer:
         if wanted == info.kind:
             return
         if info.kind is BackendKind.ONNX:
-            raise InvalidRequest("backend", f"{entry.name} is an edge package: it runs on the onnx backend")
-        raise InvalidRequest("backend", f"{entry.name} is not an edge package; build one with "
-                             f"`python -m modules.cli build-edge --model {entry.name}` or use backend auto")
+            raise InvalidRequest("backend", Message("rule.is_edge", name=entry.name))
+        raise InvalidRequest("backend", Message("rule.not_edge", name=entry.name))
 
     @staticmethod
     def _check_names(req: GenerationRequest) -> None:
@@ -99,9 +99,9 @@ class Preparer:
         if not wanted:
             return []
         if not info.runtime_loras:
-            merged = ", ".join(x["name"] for x in (entry.details.get("manifest") or {}).get("loras", [])) or "none"
-            raise InvalidRequest("loras", f"LoRAs are merged into edge packages when they are built "
-                                 f"(this one has: {merged})")
+            merged = (", ".join(x["name"] for x in (entry.details.get("manifest") or {}).get("loras", []))
+                      or Message("rule.none"))
+            raise InvalidRequest("loras", Message("rule.edge_loras", merged=merged))
         return self.resolve_loras([(field, name, u, t) for field, name, u, t in wanted], entry)
 
     def resolve_loras(self, wanted: Sequence[tuple[str, str, float, float]], entry: ModelEntry) -> list[LoraUse]:
@@ -113,7 +113,7 @@ class Preparer:
             check_name(field, name)
             lora = find_lora(infos, name)
             if not inside(Path(lora.path), roots):
-                raise UnsafeField(field, f"LoRA {lora.name!r} leads outside the LoRA folders")
+                raise UnsafeField(field, Message("rule.lora_outside", name=lora.name))
             check_compatible(lora, entry.family)  # LoraError names both families
             resolved.append((lora, float(unet_w), float(te_w)))
         return resolved
@@ -123,14 +123,13 @@ class Preparer:
             return req
         if info.kind is BackendKind.ONNX:
             has = "taesd_decoder" in ((entry.details.get("manifest") or {}).get("components") or {})
-            missing = f"{entry.name} has no TAESD decoder; rebuild it with TAESD"
+            missing = Message("rule.edge_no_taesd", name=entry.name)
         else:
             has = self.taesd_available(entry.family)
             missing = self.taesd_missing(entry.family)
         if has:
             return req
         if req.decoder == "taesd":
-            raise InvalidRequest("decoder", f"'taesd' needs TAESD weights, which this server lacks; use 'vae' "
-                                            f"({missing})")
+            raise InvalidRequest("decoder", Message("rule.taesd_needed", missing=missing))
         log.info("no live preview: %s", missing)
         return replace(req, preview_every=0)

@@ -122,8 +122,8 @@ class ExtensionSet:
         for p in self.postprocessors:
             if p.id == id:
                 return p
-        known = ", ".join(p.id for p in self.postprocessors) or "none installed"
-        raise InvalidRequest("postprocess", f"unknown post-processor {id!r} (available: {known})")
+        known = ", ".join(p.id for p in self.postprocessors) or Message("rule.none_installed")
+        raise InvalidRequest("postprocess", Message("rule.unknown_postprocessor", id=id, known=known))
 
     def resolve_postprocess(self, ids) -> list[Postprocessor]:
         """The post-processors a request asks for, in load order; InvalidRequest for an unknown id."""

@@ -8,6 +8,7 @@ import torch
 
 from modules.errors import InvalidRequest
 from modules.families import Family
+from modules.messages import Message
 
 Embeds = dict[str, Any]  # tensors (SD, SDXL) or lists of tensors (Z-Image)
 
@@ -33,8 +34,7 @@ def encode_prompts(pipe, family: Family, prompt: str, negative: str, *, do_cfg: 
     skip = diffusers_clip_skip(clip_skip)
     layers = getattr(getattr(pipe.text_encoder, "config", None), "num_hidden_layers", None)
     if skip is not None and isinstance(layers, int) and skip >= layers:
-        raise InvalidRequest("clip_skip", f"must be at most {layers} for this model (its text encoder has "
-                                          f"{layers} layers)")
+        raise InvalidRequest("clip_skip", Message("rule.clip_skip_layers", layers=layers))
     if family == Family.SDXL:
         pos, neg, pooled, neg_pooled = pipe.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,

@@ -12,6 +12,7 @@ from diffusers import (
 )
 
 from modules.errors import InvalidRequest
+from modules.messages import Message
 
 # name -> (scheduler class, config overrides)
 _SAMPLERS = {
@@ -33,5 +34,5 @@ def make_scheduler(name: str, base_config):
     try:
         cls, overrides = _SAMPLERS[name]
     except KeyError:
-        raise InvalidRequest("sampler", f"unknown sampler {name!r}") from None
+        raise InvalidRequest("sampler", Message("rule.unknown_sampler", name=name)) from None
     return cls.from_config(base_config, **overrides)

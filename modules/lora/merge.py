@@ -262,11 +262,12 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     out_path = Path(out_path)
     if base_entry.family is not None and Family(base_entry.family) is not family:
-        raise InvalidRequest("base", f"{base_entry.name} is {Family(base_entry.family).value}, not {family.value}")
+        raise InvalidRequest("base", Message("rule.base_family", name=base_entry.name,
+                                                   family=Family(base_entry.family).value, wanted=family.value))
     if fmt == ModelFormat.SINGLE_FILE and out_path.suffix.lower() != SUFFIX:
-        raise InvalidRequest("out", f"a single-file model must end with {SUFFIX}")
+        raise InvalidRequest("out", Message("rule.single_file_suffix", suffix=SUFFIX))
     if out_path.name.startswith("."):
-        raise InvalidRequest("out", "hidden names are not allowed")
+        raise InvalidRequest("out", Message("rule.hidden_name"))
     base_path = Path(base_entry.path).resolve()
     target = out_path.resolve()
     if target == base_path or base_path in target.parents or target in base_path.parents:
@@ -274,7 +275,7 @@ def merge_loras(pipe, family: Family | str, loras: Sequence[tuple[LoraInfo, floa
     if out_path.exists() and not overwrite:
         raise InvalidRequest("out", Message("rule.exists", name=out_path.name))
     if out_path.exists() and out_path.is_dir() != (fmt == ModelFormat.DIFFUSERS):
-        raise InvalidRequest("out", f"{out_path.name} exists and is not a {fmt} model")
+        raise InvalidRequest("out", Message("rule.exists_not_model", name=out_path.name, fmt=fmt))
     wanted = [(info, float(u), float(t)) for info, u, t in loras if float(u) != 0.0 or float(t) != 0.0]
     if not wanted:
         raise InvalidRequest("loras", Message("rule.lora_nonzero"))

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from modules.errors import InvalidRequest
+from modules.messages import Message
 
 _TAG = re.compile(r"<(lora|lyco):([^<>]*)>", re.IGNORECASE)
 _GAP_CHARS = " \t\r\n,，、"
@@ -46,9 +47,9 @@ def _weight(raw: str, tag: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise InvalidRequest("prompt", f"{tag}: weight {text!r} is not a number") from None
+        raise InvalidRequest("prompt", Message("rule.lora_weight_nan", tag=tag, text=text)) from None
     if not math.isfinite(value) or abs(value) > _MAX_WEIGHT:
-        raise InvalidRequest("prompt", f"{tag}: weight {text!r} is out of range")
+        raise InvalidRequest("prompt", Message("rule.lora_weight_range", tag=tag, text=text))
     return value
 
 
@@ -64,12 +65,12 @@ def _parse_tag(body: str, tag: str) -> PromptLora | None:
             key, _, value = item.partition("=")
             key = key.strip().lower()
             if key not in ("te", "unet", "dyn"):
-                raise InvalidRequest("prompt", f"{tag}: unknown option {key!r} (use te=, unet=)")
+                raise InvalidRequest("prompt", Message("rule.lora_option", tag=tag, key=key))
             named[key] = value
         else:
             positional.append(item)
     if len(positional) > 3:
-        raise InvalidRequest("prompt", f"{tag}: too many values (at most text-encoder:unet:dyn)")
+        raise InvalidRequest("prompt", Message("rule.lora_values", tag=tag))
     te = _weight(positional[0], tag) if positional else 1.0
     if "te" in named:
         te = _weight(named["te"], tag)
@@ -78,7 +79,7 @@ def _parse_tag(body: str, tag: str) -> PromptLora | None:
         unet = _weight(named["unet"], tag)
     dyn = named.get("dyn", positional[2] if len(positional) > 2 else None)
     if dyn is not None and not dyn.strip().isdigit():
-        raise InvalidRequest("prompt", f"{tag}: dyn {dyn.strip()!r} is not a whole number")
+        raise InvalidRequest("prompt", Message("rule.lora_dyn", tag=tag, dyn=dyn.strip()))
     return PromptLora(name=name, unet_weight=unet, te_weight=te)
 
 
@@ -119,7 +120,7 @@ def parse_prompt_loras(prompt: str) -> tuple[str, list[PromptLora]]:
     The same name may appear more than once; callers decide (the patcher adds the weights up).
     """
     if not isinstance(prompt, str):
-        raise InvalidRequest("prompt", "must be text")
+        raise InvalidRequest("prompt", Message("rule.text"))
     pieces: list[str] = []
     found: list[PromptLora] = []
     last = 0

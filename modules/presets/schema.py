@@ -9,6 +9,7 @@ from typing import Any
 from modules.errors import InvalidRequest
 from modules.families import Family, family_info
 from modules.generation.params import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from modules.messages import Message
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 THUMBNAIL_RE = re.compile(r"^[\w\- .]+\.(png|jpg|jpeg|webp)$", re.IGNORECASE)
@@ -128,37 +129,38 @@ class _Reader:
 
     def text(self, value: Any, field_path: str, max_chars: int, required: bool = False) -> str:
         if not isinstance(value, str):
-            raise self.fail(field_path, f"must be text, got {_kind(value)}")
+            raise self.fail(field_path, _got(Message("rule.text"), _kind(value)))
         if required and not value.strip():
-            raise self.fail(field_path, "must not be empty")
+            raise self.fail(field_path, Message("rule.not_empty"))
         if len(value) > max_chars:
-            raise self.fail(field_path, f"must be at most {max_chars} characters")
+            raise self.fail(field_path, Message("rule.at_most_chars", n=max_chars))
         if "\x00" in value:
-            raise self.fail(field_path, "must not contain NUL characters")
+            raise self.fail(field_path, Message("rule.no_nul"))
         return value
 
     def integer(self, value: Any, field_path: str, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(field_path, f"must be a whole number, got {_kind(value)}")
+            raise self.fail(field_path, _got(Message("rule.whole"), _kind(value)))
         if not low <= value <= high:
-            raise self.fail(field_path, f"must be between {low} and {high}, got {value}")
+            raise self.fail(field_path, _got(Message("rule.between", low=low, high=high), value))
         return value
 
     def number(self, value: Any, field_path: str, low: float, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(field_path, f"must be a number, got {_kind(value)}")
+            raise self.fail(field_path, _got(Message("rule.number"), _kind(value)))
         if not low <= value <= high:
-            raise self.fail(field_path, f"must be between {low:g} and {high:g}, got {value}")
+            raise self.fail(field_path, _got(Message("rule.between", low=f"{low:g}", high=f"{high:g}"), value))
         return float(value)
 
     def localized(self, value: Any, field_path: str, max_chars: int, required: bool) -> LocalizedText:
         if value is None and not required:
             return LocalizedText("", "")
         if not isinstance(value, dict):
-            raise self.fail(field_path, f'must be an object {{"zh": ..., "en": ...}}, got {_kind(value)}')
+            shape = Message("rule.object_shaped", shape='{"zh": ..., "en": ...}')
+            raise self.fail(field_path, _got(shape, _kind(value)))
         extra = sorted(set(value) - {"zh", "en"})
         if extra:
-            raise self.fail(f"{field_path}.{extra[0]}", 'unknown language (use "zh" and "en")')
+            raise self.fail(f"{field_path}.{extra[0]}", Message("rule.unknown_language"))
         zh = self.text(value.get("zh", ""), f"{field_path}.zh", max_chars, required=required)
         en = self.text(value.get("en", ""), f"{field_path}.en", max_chars, required=required)
         return LocalizedText(zh, en)
@@ -168,59 +170,63 @@ class _Reader:
             return Family(value)
         except ValueError:
             known = ", ".join(f.value for f in Family)
-            raise self.fail(field_path, f"unknown family {value!r} (known: {known})") from None
+            raise self.fail(field_path, Message("rule.unknown_family", value=value, known=known)) from None
 
     def family_params(self, value: Any, family: Family, field_path: str) -> FamilyParams:
         info = family_info(family)
         if not isinstance(value, dict):
-            raise self.fail(field_path, f"must be an object, got {_kind(value)}")
+            raise self.fail(field_path, _got(Message("rule.object"), _kind(value)))
         extra = sorted(set(value) - set(FAMILY_PARAM_FIELDS))
         if extra:
-            raise self.fail(f"{field_path}.{extra[0]}", "unknown field")
+            raise self.fail(f"{field_path}.{extra[0]}", Message("rule.unknown_field"))
         for name in ("steps", "cfg_scale", "width", "height", "sampler"):
             if name not in value:
-                raise self.fail(f"{field_path}.{name}", "is required")
+                raise self.fail(f"{field_path}.{name}", Message("rule.required"))
         steps = self.integer(value["steps"], f"{field_path}.steps", 1, MAX_STEPS)
         cfg = self.number(value["cfg_scale"], f"{field_path}.cfg_scale", 0.0, 30.0)
         sizes = []
         for name in ("width", "height"):
             side = self.integer(value[name], f"{field_path}.{name}", info.min_side, info.max_side)
             if side % 8:
-                raise self.fail(f"{field_path}.{name}", f"must be a multiple of 8, got {side}")
+                raise self.fail(f"{field_path}.{name}", _got(Message("rule.multiple", n=8), side))
             sizes.append(side)
         sampler = value["sampler"]
         if sampler not in info.samplers:
-            raise self.fail(f"{field_path}.sampler",
-                            f"{sampler!r} is not a {info.label} sampler (use one of: {', '.join(info.samplers)})")
+            raise self.fail(f"{field_path}.sampler", Message("rule.not_sampler", sampler=sampler, family=info.label,
+                                                             choices=", ".join(info.samplers)))
         clip_skip = value.get("clip_skip")
         if clip_skip is not None:
             if not info.supports_clip_skip:
-                raise self.fail(f"{field_path}.clip_skip", f"{info.label} has no CLIP skip; remove this field")
+                raise self.fail(f"{field_path}.clip_skip", Message("rule.no_clip_skip", family=info.label))
             clip_skip = self.integer(clip_skip, f"{field_path}.clip_skip", 1, 12)
         return FamilyParams(steps, cfg, sizes[0], sizes[1], sampler, clip_skip)
 
 
 def _kind(value: Any) -> str:
     if value is None:
-        return "null"
+        return Message("kind.null")
     if isinstance(value, bool):
-        return "true/false"
+        return Message("kind.bool")
     if isinstance(value, str):
-        return f"text {value[:40]!r}"
+        return Message("kind.text", text=value[:40])
     if isinstance(value, (int, float)):
-        return f"the number {value}"
+        return Message("kind.number", value=value)
     if isinstance(value, list):
-        return "a list"
+        return Message("kind.list")
     if isinstance(value, dict):
-        return "an object"
+        return Message("kind.object")
     return type(value).__name__
+
+
+def _got(rule: Message, value: Any) -> Message:
+    """``rule`` and what was found instead: "must be a number, got a list"."""
+    return Message("rule.got", rule=rule, value=value)
 
 
 def check_id(preset_id: str, file: str = "") -> str:
     """Raise ``PresetError`` unless ``preset_id`` is 1-64 of ``a-z 0-9 _ -`` starting with a letter or digit."""
     if not isinstance(preset_id, str) or not ID_RE.match(preset_id):
-        raise PresetError(file, "id", f"{preset_id!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
-                                      "starting with a letter or digit")
+        raise PresetError(file, "id", Message("rule.preset_id", id=preset_id))
     return preset_id
 
 
@@ -232,14 +238,14 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
     """
     r = _Reader(file)
     if not isinstance(data, dict):
-        raise r.fail("(top level)", f"must be a JSON object, got {_kind(data)}")
+        raise r.fail("(top level)", _got(Message("rule.json_object"), _kind(data)))
     extra = sorted(k for k in data if k not in TOP_LEVEL_FIELDS and not str(k).startswith("_"))
     if extra:
-        raise r.fail(extra[0], f"unknown field (known: {', '.join(TOP_LEVEL_FIELDS)})")
+        raise r.fail(extra[0], Message("rule.unknown_field_known", known=", ".join(TOP_LEVEL_FIELDS)))
     preset_id = _read_id(r, data, preset_id, file)
     for name in ("name", "families", "family_params"):
         if name not in data:
-            raise r.fail(name, "is required")
+            raise r.fail(name, Message("rule.required"))
     name = r.localized(data["name"], "name", MAX_NAME_CHARS, required=True)
     description = r.localized(data.get("description"), "description", MAX_DESCRIPTION_CHARS, required=False)
     prompt = r.text(data.get("prompt", "{prompt}"), "prompt", MAX_PROMPT_CHARS)
@@ -249,10 +255,10 @@ def parse_preset(data: Any, preset_id: str | None = None, file: str = "") -> Pre
     thumbnail = data.get("thumbnail")
     if thumbnail is not None:
         if not isinstance(thumbnail, str) or not THUMBNAIL_RE.match(thumbnail) or thumbnail.startswith("."):
-            raise r.fail("thumbnail", "must be a plain file name (.png, .jpg, .jpeg or .webp) in the preset folder")
+            raise r.fail("thumbnail", Message("rule.thumbnail"))
     raw_tags = data.get("tags", [])
     if not isinstance(raw_tags, list) or len(raw_tags) > MAX_TAGS:
-        raise r.fail("tags", f"must be a list of at most {MAX_TAGS} words")
+        raise r.fail("tags", Message("rule.tags", n=MAX_TAGS))
     return Preset(
         id=preset_id, name=name, description=description, prompt=prompt, negative_prompt=negative,
         families=tuple(families), family_params=family_params, seed=seed, loras=tuple(loras), thumbnail=thumbnail,
@@ -264,35 +270,35 @@ def _read_id(r: "_Reader", data: dict, preset_id: str | None, file: str) -> str:
     json_id = data.get("id")
     if preset_id is None:
         if json_id is None:
-            raise r.fail("id", "is required")
+            raise r.fail("id", Message("rule.required"))
         preset_id = json_id
     check_id(preset_id, file)
     if json_id is not None and json_id != preset_id:
-        raise r.fail("id", f"{json_id!r} does not match the file name {preset_id!r}")
+        raise r.fail("id", Message("rule.id_mismatch", id=json_id, file=preset_id))
     return preset_id
 
 
 def _read_families(r: "_Reader", data: dict) -> tuple[list[Family], dict[Family, FamilyParams]]:
     raw_families = data["families"]
     if not isinstance(raw_families, list) or not raw_families:
-        raise r.fail("families", "must be a non-empty list such as [\"sdxl\", \"sd15\"]")
+        raise r.fail("families", Message("rule.families_list"))
     families: list[Family] = []
     for i, value in enumerate(raw_families):
         family = r.family(value, f"families[{i}]")
         if family in families:
-            raise r.fail(f"families[{i}]", f"{family.value!r} is listed twice")
+            raise r.fail(f"families[{i}]", Message("rule.listed_twice", value=family.value))
         families.append(family)
 
     raw_params = data["family_params"]
     if not isinstance(raw_params, dict):
-        raise r.fail("family_params", f"must be an object keyed by family, got {_kind(raw_params)}")
+        raise r.fail("family_params", _got(Message("rule.object_by_family"), _kind(raw_params)))
     family_params: dict[Family, FamilyParams] = {}
     for key, value in raw_params.items():
         family = r.family(key, f"family_params.{key}")
         family_params[family] = r.family_params(value, family, f"family_params.{key}")
     for family in families:
         if family not in family_params:
-            raise r.fail(f"family_params.{family.value}", "is required for every family in 'families'")
+            raise r.fail(f"family_params.{family.value}", Message("rule.required_per_family"))
     return families, family_params
 
 
@@ -301,7 +307,7 @@ def _read_seed(r: "_Reader", data: dict) -> int:
     if seed == RANDOM_SEED or seed == -1:
         return -1
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise r.fail("seed", f'must be "random" or a whole number, got {_kind(seed)}')
+        raise r.fail("seed", _got(Message("rule.seed_value"), _kind(seed)))
     return r.integer(seed, "seed", 0, MAX_SEED)
 
 
@@ -309,17 +315,18 @@ def _read_loras(r: "_Reader", data: dict) -> list[LoraRef]:
     loras = []
     raw_loras = data.get("loras", [])
     if not isinstance(raw_loras, list) or len(raw_loras) > MAX_LORAS:
-        raise r.fail("loras", f"must be a list of at most {MAX_LORAS} {{\"name\", \"weight\"}} objects")
+        raise r.fail("loras", Message("rule.preset_loras", n=MAX_LORAS))
     for i, item in enumerate(raw_loras):
         path = f"loras[{i}]"
         if not isinstance(item, dict):
-            raise r.fail(path, f'must be an object {{"name": ..., "weight": ...}}, got {_kind(item)}')
+            shape = Message("rule.object_shaped", shape='{"name": ..., "weight": ...}')
+            raise r.fail(path, _got(shape, _kind(item)))
         extra = sorted(set(item) - {"name", "weight"})
         if extra:
-            raise r.fail(f"{path}.{extra[0]}", "unknown field")
+            raise r.fail(f"{path}.{extra[0]}", Message("rule.unknown_field"))
         lora_name = r.text(item.get("name"), f"{path}.name", 200, required=True)
         if any(ch in lora_name for ch in "<>:"):
-            raise r.fail(f"{path}.name", "must not contain '<', '>' or ':'")
+            raise r.fail(f"{path}.name", Message("rule.lora_name_chars"))
         weight = r.number(item.get("weight", 1.0), f"{path}.weight", -10.0, 10.0)
         loras.append(LoraRef(lora_name, weight))
     return loras
