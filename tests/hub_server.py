@@ -7,7 +7,8 @@
   files (``.safetensors``, ``.bin``, ``.ckpt``) ``X-Linked-Etag`` (the sha256) and ``X-Linked-Size``;
   ``Range: bytes=N-`` answers 206 with ``Content-Range``.
 - ``GET /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}``: ``id``, ``sha``, ``siblings`` with
-  ``size``, ``blobId`` and ``lfs`` (``sha256``, ``size``).
+  ``size``, ``blobId`` and ``lfs`` (``sha256``, ``size``); ``/api/models/{repo}/tree/{rev}``: the file list
+  snapshot_download asks for (one page, no pagination).
 
 Faults, for tests: ``drop_after[path] = n`` cuts the next GET of ``path`` after ``n`` bytes (once);
 ``bad_sha`` advertises a wrong sha256 for the paths in it; ``requests`` logs ``(method, path, range)``.
@@ -80,6 +81,20 @@ class HubServer:
         return out
 
 
+    def tree(self, repo_id: str) -> list[dict]:
+        """``/api/models/{repo}/tree/{rev}?recursive=true``: files (and their folders), as the Hub lists them."""
+        out, folders = [], set()
+        for s in self.siblings(repo_id):
+            parts = s["rfilename"].split("/")
+            folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            item = {"type": "file", "path": s["rfilename"], "size": s["size"], "oid": s["blobId"]}
+            if "lfs" in s:
+                item["lfs"] = {"oid": s["lfs"]["sha256"], "size": s["size"], "pointerSize": 134}
+            out.append(item)
+        out += [{"type": "directory", "path": f, "oid": "0" * 40, "size": 0} for f in sorted(folders)]
+        return out
+
+
 def _handler(hub: HubServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -121,6 +136,8 @@ def _handler(hub: HubServer):
                 repo_id = f"{parts[2]}/{parts[3]}"
                 if repo_id not in hub.repos:
                     return self._not_found(repo_id)
+                if len(parts) >= 6 and parts[4] == "tree":  # snapshot_download lists the tree (one page)
+                    return self._send_json(hub.tree(repo_id))
                 return self._send_json({"id": repo_id, "modelId": repo_id, "sha": COMMIT, "private": False,
                                         "siblings": hub.siblings(repo_id)})
             if len(parts) >= 5 and parts[2] == "resolve":

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from modules import __version__
 from modules.api.auth import auth_dependency
+from modules.api.downloads import downloads_router
 from modules.api.errors import ApiError, error_response, install_handlers
 from modules.api.health import health_router
 from modules.api.models import ApiLimits, request_models
@@ -131,6 +132,7 @@ def build_api(engine, settings, *, limits: ApiLimits | None = None, title: str =
     app.include_router(health_router(engine, settings.max_queue, deps))
     app.include_router(native_router(rt, models, deps))
     app.include_router(sdapi_router(rt, models, deps))
+    app.include_router(downloads_router(engine, deps))
     if extensions is not None:
         include_extension_routes(app, extensions, deps)
     app.state.visage = rt

@@ -79,7 +79,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
     """What a Hub call raises for HTTP and network failures (huggingface_hub's own, its HTTP client's, OSError)."""
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
@@ -111,7 +111,7 @@ def file_metadata(repo_id: str, path: str, *, revision: str = "main", where: Pat
     url = hf_hub_url(repo_id, path, revision=revision, endpoint=endpoint())
     try:
         meta = get_hf_file_metadata(url, endpoint=endpoint(), timeout=20)
-    except _network_errors() as exc:
+    except network_errors() as exc:
         raise hub_error(exc, what, where, command) from exc
     return RemoteFile(repo_id, path, revision, meta.size, _sha256_of(meta.etag))
 
@@ -125,7 +125,7 @@ def repo_files(repo_id: str, *, revision: str = "main", where: Path | str = "", 
     check_online(repo_id, where, command)
     try:
         info = HfApi(endpoint=endpoint()).model_info(repo_id, revision=revision, files_metadata=True)
-    except _network_errors() as exc:
+    except network_errors() as exc:
         raise hub_error(exc, repo_id, where, command) from exc
     out = []
     for s in info.siblings or ():
@@ -157,3 +157,33 @@ def parse_hub_url(url: str) -> tuple[str, str, str]:
 def download_command(repo_id: str, path: str | None = None) -> str:
     """The CLI command that downloads it (said in offline / unreachable messages)."""
     return f"python -m modules.cli download {repo_id}" + (f" {path}" if path else "")
+
+
+#: key fragments only LoRA files have (kohya/A1111, PEFT/diffusers, LyCORIS)
+_LORA_MARKERS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", "lora_unet_", "lora_te", ".hada_w1", ".lokr_w1")
+
+
+def remote_is_lora(remote: RemoteFile) -> bool | None:
+    """Whether a remote ``.safetensors`` file holds LoRA weights, from its header alone (two Range requests);
+    None when that cannot be told (not safetensors, no range support)."""
+    import json
+
+    import httpx
+
+    if not remote.path.endswith(".safetensors"):
+        return None
+    try:
+        with httpx.Client(follow_redirects=True, timeout=20) as client:
+            head = client.get(remote.url, headers={"Range": "bytes=0-7", "Accept-Encoding": "identity"})
+            if head.status_code != 206 or len(head.content) != 8:
+                return None
+            n = int.from_bytes(head.content, "little")
+            if not 0 < n < 100 * 2**20:
+                return None
+            body = client.get(remote.url, headers={"Range": f"bytes=8-{7 + n}", "Accept-Encoding": "identity"})
+            if body.status_code != 206:
+                return None
+            keys = [k for k in json.loads(body.content) if k != "__metadata__"]
+    except (httpx.HTTPError, ValueError):
+        return None
+    return any(m in k for k in keys for m in _LORA_MARKERS)

@@ -1,4 +1,4 @@
-"""Fetching a model repo from the Hugging Face Hub into its cache (the only place Visage goes online).
+"""A whole model repo from the Hugging Face Hub into its cache (snapshot download).
 
 A download is an :class:`~modules.operations.Operation` of one stage, "downloading", whose progress is in
 bytes (``on_progress("downloading", done, total)``) and which stops cooperatively (``should_stop``) between
@@ -6,7 +6,6 @@ byte reports. Its output needs no swap of ours: huggingface_hub writes each file
 cache and moves it into place when it is complete."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,35 +41,35 @@ IGNORE_PATTERNS = ["*.fp16.safetensors", "*.ckpt", "*.bin", "*.msgpack", "*.onnx
 
 
 def download_repo(repo_id: str, *, cache_dir: Path | None = None, on_progress: ProgressCallback | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> Path:
+                  should_stop: Callable[[], bool] | None = None, command: str = "") -> Path:
     """Download ``repo_id`` into the HF cache; return the snapshot folder.
 
     ``on_progress(label, done, total)``: the stage, then bytes; ``should_stop()`` true stops at the next
     report (Interrupted; the files already complete stay in the cache). Fails fast offline
-    (``HF_HUB_OFFLINE=1`` or no network) with a DownloadError that says so.
+    (``HF_HUB_OFFLINE=1`` or no network) with a DownloadError that says so, naming ``command`` (default:
+    ``python -m modules.cli download REPO``).
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    if not repo_id or repo_id.count("/") != 1 or any(c.isspace() for c in repo_id):
-        raise DownloadError(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise DownloadError(f"cannot download {repo_id}: HF_HUB_OFFLINE is set (offline mode)")
+    from modules.checkpoints.hf_cache import default_hf_cache, repo_folder
+    from modules.downloads.hub import (
+        check_online, check_repo_id, download_command, endpoint, hub_error, network_errors,
+    )
+
+    check_repo_id(repo_id)
+    where = repo_folder(repo_id, Path(cache_dir) if cache_dir is not None else default_hf_cache())
+    command = command or download_command(repo_id)
+    check_online(repo_id, where, command)
     op = Operation(("downloading",), on_progress=on_progress, should_stop=should_stop)
     op.stage()
     tqdm_class = _progress_tqdm(op) if (on_progress or should_stop) else None
     try:
         path = snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
-                                 ignore_patterns=IGNORE_PATTERNS, tqdm_class=tqdm_class)
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise DownloadError(f"could not download {repo_id}: {_first_line(exc)} "
-                            "(no network, a wrong repo id, or a gated repo that needs `hf auth login`)") from exc
+                                 ignore_patterns=IGNORE_PATTERNS, tqdm_class=tqdm_class, endpoint=endpoint())
+    except (LocalEntryNotFoundError, *network_errors()) as exc:
+        raise hub_error(exc, repo_id, where, command) from exc
     return Path(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _progress_tqdm(op: Operation):
@@ -80,7 +79,7 @@ def _progress_tqdm(op: Operation):
     class _Forward(tqdm):
         def update(self, n=1):
             result = super().update(n)
-            if self.unit == "B" or self.total:
+            if self.unit == "B":  # the byte bars (not "Fetching N files")
                 op.report("downloading", int(self.n), int(self.total or 0))
             op.check()
             return result
