@@ -3,7 +3,10 @@
 Weights are madebyollin's diffusers-format repositories (``AutoencoderTiny``): ``taesd`` for SD1.x,
 ``taesdxl`` for SDXL and ``taef1`` for Z-Image (its VAE is the FLUX.1 VAE). Visage looks for them in
 ``models/VAE-approx/<name>/`` (a folder with ``config.json`` + ``diffusion_pytorch_model.safetensors``) and
-then in the Hugging Face cache. Nothing is ever downloaded here.
+then in the Hugging Face cache. When neither has them, :func:`ensure_taesd` fetches those two files from the
+Hub into ``models/VAE-approx/<name>/`` the first time they are needed, inside the job that needs them
+(:mod:`modules.loader.on_demand`: the job's phase says "fetching TAESD (madebyollin/taesd) …"); offline it
+raises one MissingComponent sentence (what, where, which command).
 
 Scaling conventions live in two functions only, :func:`tae_input` and :func:`tae_output`: the decoder
 takes the latents a pipeline hands its own VAE (``latents / scaling_factor + shift_factor`` of the *tiny*
@@ -18,6 +21,8 @@ from pathlib import Path
 
 from modules.errors import MissingComponent, ModelLoadError
 from modules.families import Family
+from modules.loader.on_demand import Piece, ProgressCallback, fetch_piece
+from modules.messages import Message
 from modules.paths import Folders
 
 #: family -> (HF repo, folder name under models/VAE-approx)
@@ -27,6 +32,8 @@ TAESD_REPOS = {
     Family.ZIMAGE: ("madebyollin/taef1", "taef1"),
 }
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+#: what is fetched on demand (config first: the folder counts as present only once the weights land)
+FETCHED_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 LATENT_CHANNELS = {Family.SD15: 4, Family.SDXL: 4, Family.ZIMAGE: 16}
 
 
@@ -44,18 +51,41 @@ def find_taesd(family: Family | str, folders: Folders, hf_cache: Path | None = N
     return next((c for c in candidates if _is_tae_folder(c)), None)
 
 
-def missing_message(family: Family | str, folders: Folders) -> str:
+def fetch_command(family: Family | str) -> str:
+    return f"python -m modules.cli download {TAESD_REPOS[Family(family)][0]}"
+
+
+def missing_message(family: Family | str, folders: Folders) -> Message:
+    """What is missing, where it goes and which command fetches it."""
     repo, name = TAESD_REPOS[Family(family)]
-    return (f"TAESD weights for {Family(family).value} not found: put the diffusers-format {repo} "
-            f"(config.json + diffusion_pytorch_model.safetensors) in {folders.vae_approx / name}, "
-            f"or into the Hugging Face cache with `hf download {repo}`")
+    return Message("missing.taesd", family=Family(family).value, repo=repo, folder=str(folders.vae_approx / name),
+                   command=fetch_command(family))
 
 
-def load_taesd(family: Family | str, folders: Folders, hf_cache: Path | None = None, *, dtype=None):
-    """``AutoencoderTiny`` for ``family`` (eval mode, CPU). Raises MissingComponent when absent."""
+def taesd_piece(family: Family | str) -> Piece:
+    return Piece("TAESD", TAESD_REPOS[Family(family)][0], FETCHED_FILES, fetch_command(family))
+
+
+def ensure_taesd(family: Family | str, folders: Folders, hf_cache: Path | None = None, *,
+                 on_progress: ProgressCallback | None = None, should_stop=None) -> Path:
+    """:func:`find_taesd`, else fetch the weights from the Hub into ``models/VAE-approx/<name>``
+    (``on_progress(phase, done_bytes, total_bytes)``). MissingComponent when neither is possible now."""
     folder = find_taesd(family, folders, hf_cache)
-    if folder is None:
+    if folder is not None:
+        return folder
+    dest = folders.vae_approx / TAESD_REPOS[Family(family)][1]
+    fetch_piece(taesd_piece(family), dest, missing_message(family, folders), on_progress=on_progress,
+                should_stop=should_stop)
+    if not _is_tae_folder(dest):
         raise MissingComponent(missing_message(family, folders))
+    return dest
+
+
+def load_taesd(family: Family | str, folders: Folders, hf_cache: Path | None = None, *, dtype=None,
+               on_progress: ProgressCallback | None = None, should_stop=None):
+    """``AutoencoderTiny`` for ``family`` (eval mode, CPU), fetched first when absent (:func:`ensure_taesd`).
+    Raises MissingComponent when it is neither on disk nor fetchable now."""
+    folder = ensure_taesd(family, folders, hf_cache, on_progress=on_progress, should_stop=should_stop)
     return load_taesd_folder(folder, dtype=dtype)
 
 

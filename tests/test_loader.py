@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from fixtures_models import entry_for, make_folders, tiny_folders, tiny_models  # noqa: F401 (fixtures)
 from modules.checkpoints import convert, layouts
 from modules.checkpoints.header import read_header
-from modules.checkpoints.single_file import save_single_file
+from modules.checkpoints.single_file import TOKENIZER_KEY, save_single_file
 from modules.errors import MissingComponent, ModelLoadError, ModelNotFound, UnsupportedModel
 from modules.families import Family
 from modules.loader import CONFIG_ROOT, assemble_config, checked_header, find_zimage_companion, load_pipeline
@@ -163,22 +163,52 @@ def test_truncated_diffusers_weights_name_the_file(tiny_models, tiny_folders, tm
         load(folder, "sd15", "diffusers", tiny_folders)
 
 
+def without_embedded_tokenizer(path: Path, out: Path) -> Path:
+    """``path`` without the tokenizer Visage embeds in tiny files: like an A1111 file (or a merged one)."""
+    meta = {k: v for k, v in read_header(path).metadata.items() if k != TOKENIZER_KEY}
+    save_file(load_file(str(path)), str(out), metadata=meta)
+    return out
+
+
 def test_missing_clip_tokenizer_is_a_helpful_missing_component(tiny_models, tmp_path):
-    folders = make_folders(tmp_path)  # no models/tokenizers, empty HF cache
+    folders = make_folders(tmp_path)  # no models/tokenizers, empty HF cache; offline (tests/conftest.py)
+    bare = without_embedded_tokenizer(tiny_models("sd15", "single-file"), tmp_path / "bare.safetensors")
     with pytest.raises(MissingComponent) as info:
-        load(tiny_models("sd15", "single-file"), "sd15", "single-file", folders, hf_cache=tmp_path / "hf")
+        load(bare, "sd15", "single-file", folders, hf_cache=tmp_path / "hf")
     message = str(info.value)
     assert str(folders.tokenizers / "clip-vit-large-patch14") in message
     assert "python -m modules.cli fetch-tokenizer" in message
+    assert "HF_HUB_OFFLINE" in message  # why it was not fetched
 
 
-def test_tokenizer_bigger_than_the_text_encoder_is_refused(tiny_models, tmp_path):
-    folders = make_folders(tmp_path)
+def test_embedded_tokenizer_comes_first(tiny_models, tmp_path):
+    """A tiny file's own tokenizer is used even where a (real-size) CLIP tokenizer is installed."""
     from modules.loader.tokenizers import write_clip_tokenizer
 
+    folders = make_folders(tmp_path)
     write_clip_tokenizer(learn_clip_merges(count=450), folders.tokenizers / "clip-vit-large-patch14")
-    with pytest.raises(ModelLoadError, match="tokenizer has 964 tokens but text_encoder only 914"):
-        load(tiny_models("sd15", "single-file"), "sd15", "single-file", folders)
+    pipe = load(tiny_models("sd15", "single-file"), "sd15", "single-file", folders)
+    assert len(pipe.tokenizer) == 914 and pipe.text_encoder.config.vocab_size == 49408
+    bare = without_embedded_tokenizer(tiny_models("sd15", "single-file"), tmp_path / "bare.safetensors")
+    assert len(load(bare, "sd15", "single-file", folders).tokenizer) == 964  # the installed one
+
+
+def test_tokenizer_bigger_than_the_text_encoder_is_refused(tmp_path):
+    """Embedded or installed, a tokenizer with more tokens than the text encoder has embeddings is refused."""
+    from modules.loader.tokenizers import write_clip_tokenizer
+    from modules.tiny import tiny_clip_tokenizer_files
+
+    folders = make_folders(tmp_path)
+    pipe = tiny_pipeline("sd15")
+    pipe.text_encoder.resize_token_embeddings(900)
+    small = save_single_file(pipe, "sd15", tmp_path / "small.safetensors",
+                             {TOKENIZER_KEY: json.dumps(tiny_clip_tokenizer_files())})
+    with pytest.raises(ModelLoadError, match="tokenizer has 914 tokens but text_encoder only 900"):
+        load(small, "sd15", "single-file", folders)
+    write_clip_tokenizer(learn_clip_merges(count=450), folders.tokenizers / "clip-vit-large-patch14")
+    bare = without_embedded_tokenizer(small, tmp_path / "bare.safetensors")
+    with pytest.raises(ModelLoadError, match="tokenizer has 964 tokens but text_encoder only 900"):
+        load(bare, "sd15", "single-file", folders)
 
 
 def test_file_without_embedded_configs_uses_the_released_configs(tiny_models, tiny_folders, tmp_path):

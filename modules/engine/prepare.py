@@ -41,7 +41,9 @@ class PreparedJob:
 
 @dataclass
 class Preparer:
-    """The rules, built once by the engine. ``taesd_available(family)`` says whether TAESD weights exist."""
+    """The rules, built once by the engine. ``taesd_available(family)`` says whether TAESD weights are on disk
+    or can be fetched now by the job that needs them (decided without a network call); ``taesd_missing(family)``
+    says what is missing, where it goes, which command fetches it and why it is not fetched now."""
 
     presets: PresetStore
     styles_file: Path

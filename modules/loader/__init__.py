@@ -3,7 +3,11 @@
 * diffusers folders (``model_index.json``): ``from_pretrained(local_files_only=True)``.
 * SD1.5 / SDXL single files: ``from_single_file`` with ``config=`` a folder assembled from
   ``modules/loader/configs/<family>/`` (the released models' configs), the configs embedded by Visage
-  (``visage.configs`` metadata) and the CLIP tokenizer found by :func:`tokenizers.find_clip_tokenizer`.
+  (``visage.configs`` metadata) and the file's CLIP tokenizer (:func:`clip_tokenizer_for`): the one embedded
+  in the file (``visage.tokenizer``: tiny models), else its merge base's (a diffusers folder in
+  ``models/Stable-diffusion``), else the CLIP tokenizer found on disk or fetched from the Hub the first time
+  (:func:`tokenizers.ensure_clip_tokenizer`, progress through ``on_progress``). Whichever it is, a tokenizer
+  with more tokens than its text encoder has embeddings is refused.
 * Z-Image single files: the DiT comes from the file; text encoder, VAE and tokenizer come from the same file
   when embedded (Visage's all-in-one layout, see :mod:`modules.checkpoints.layouts`), otherwise from a
   "companion" diffusers Z-Image folder: a ``ZImagePipeline`` folder in ``models/Stable-diffusion`` or the
@@ -25,7 +29,8 @@ from modules.checkpoints.layouts import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
 from modules.checkpoints.single_file import TOKENIZER_KEY, embedded_configs
 from modules.errors import MissingComponent, ModelLoadError, ModelNotFound, UnsupportedModel, VisageError
 from modules.families import Family, family_info
-from modules.loader.tokenizers import CLIP_FILES, find_clip_tokenizer
+from modules.loader.on_demand import ProgressCallback
+from modules.loader.tokenizers import CLIP_FILES, ensure_clip_tokenizer
 from modules.paths import Folders
 from modules.registry.entry import ModelEntry, ModelFormat
 
@@ -34,11 +39,13 @@ ZIMAGE_REPO = "Tongyi-MAI/Z-Image-Turbo"
 ZIMAGE_COMPANION_PARTS = ("text_encoder", "tokenizer", "vae", "scheduler")
 
 
-def load_pipeline(entry: ModelEntry, *, folders: Folders, hf_cache: Path | None = None, torch_dtype=None):
+def load_pipeline(entry: ModelEntry, *, folders: Folders, hf_cache: Path | None = None, torch_dtype=None,
+                  on_progress: ProgressCallback | None = None, should_stop=None):
     """The diffusers pipeline of ``entry`` on the CPU (``torch_dtype`` default: float32).
 
-    Raises ModelNotFound (no such file), MissingComponent (tokenizer / companion folder missing),
-    ModelLoadError (truncated, corrupt or mismatching weights), UnsupportedModel (other formats).
+    ``on_progress(phase, done, total)`` / ``should_stop()``: for a CLIP tokenizer fetched on demand.
+    Raises ModelNotFound (no such file), MissingComponent (tokenizer / companion folder missing and not
+    fetchable now), ModelLoadError (truncated, corrupt or mismatching weights), UnsupportedModel (other formats).
     """
     import torch
 
@@ -53,9 +60,10 @@ def load_pipeline(entry: ModelEntry, *, folders: Folders, hf_cache: Path | None 
     elif entry.format == ModelFormat.SINGLE_FILE and family is Family.ZIMAGE:
         pipe = _load_zimage_file(path, folders, hf_cache, dtype)
     elif entry.format == ModelFormat.SINGLE_FILE:
-        pipe = _load_sd_file(path, family, folders, hf_cache, dtype)
+        pipe = _load_sd_file(path, family, folders, hf_cache, dtype, on_progress, should_stop)
     elif entry.format == ModelFormat.PICKLE and entry.details.get("pickle_opt_in") and family is not Family.ZIMAGE:
-        pipe = _load_sd_file(path, family, folders, hf_cache, dtype)  # diffusers: torch.load(weights_only=True)
+        # diffusers: torch.load(weights_only=True)
+        pipe = _load_sd_file(path, family, folders, hf_cache, dtype, on_progress, should_stop)
     else:
         raise UnsupportedModel(f"{entry.name}: format {entry.format!r} is not loaded as a diffusers pipeline")
     _check_loaded(pipe, path)
@@ -140,14 +148,63 @@ def _load_diffusers(path: Path, family: Family, dtype):
                                                        **_extra_kwargs(family))
 
 
-def _load_sd_file(path: Path, family: Family, folders: Folders, hf_cache: Path | None, dtype):
+def clip_tokenizer_for(metadata: dict[str, str], folders: Folders, hf_cache: Path | None, tmp: Path, *,
+                       on_progress: ProgressCallback | None = None, should_stop=None) -> Path:
+    """The CLIP tokenizer folder of a single SD1.5/SDXL file with header ``metadata`` (order: module docstring).
+    An embedded one is written under ``tmp``."""
+    embedded = _embedded_clip_tokenizer(metadata, tmp)
+    if embedded is not None:
+        return embedded
+    base = _merge_base_tokenizer(metadata, folders)
+    if base is not None:
+        return base
+    return ensure_clip_tokenizer(folders, hf_cache, on_progress=on_progress, should_stop=should_stop)
+
+
+def _embedded_clip_tokenizer(metadata: dict[str, str], tmp: Path) -> Path | None:
+    try:
+        files = json.loads(metadata.get(TOKENIZER_KEY) or "{}")
+    except ValueError:
+        return None
+    if not isinstance(files, dict) or not all(isinstance(files.get(n), str) for n in CLIP_FILES):
+        return None
+    folder = Path(tmp) / "embedded-tokenizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in CLIP_FILES:
+        (folder / name).write_text(files[name], encoding="utf-8")
+    return folder
+
+
+def _merge_base_tokenizer(metadata: dict[str, str], folders: Folders) -> Path | None:
+    """``tokenizer/`` of the diffusers folder a merged file was made from, when it is still in
+    models/Stable-diffusion under the name the merge recorded."""
+    from modules.lora.merge import MERGE_KEY
+
+    try:
+        base = (json.loads(metadata.get(MERGE_KEY) or "{}") or {}).get("base") or {}
+    except (ValueError, AttributeError):
+        return None
+    name = base.get("name") if isinstance(base, dict) and base.get("format") == ModelFormat.DIFFUSERS else None
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    root = folders.checkpoints.resolve()
+    tokenizer = (root / name).resolve() / "tokenizer"
+    if root not in tokenizer.parents or not all((tokenizer / n).is_file() for n in CLIP_FILES):
+        return None
+    return tokenizer
+
+
+def _load_sd_file(path: Path, family: Family, folders: Folders, hf_cache: Path | None, dtype,
+                  on_progress: ProgressCallback | None = None, should_stop=None):
     is_safetensors = path.suffix.lower() == ".safetensors"
     metadata = checked_header(path).metadata if is_safetensors else {}
-    clip = find_clip_tokenizer(folders, hf_cache)
-    with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp, _load_errors(path):
-        config = assemble_config(family, Path(tmp), embedded_configs(metadata), clip)
-        return _pipeline_class(family).from_single_file(str(path), config=str(config), local_files_only=True,
-                                                        dtype=dtype, **_extra_kwargs(family))
+    with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp:
+        clip = clip_tokenizer_for(metadata, folders, hf_cache, Path(tmp), on_progress=on_progress,
+                                  should_stop=should_stop)
+        with _load_errors(path):
+            config = assemble_config(family, Path(tmp), embedded_configs(metadata), clip)
+            return _pipeline_class(family).from_single_file(str(path), config=str(config), local_files_only=True,
+                                                            dtype=dtype, **_extra_kwargs(family))
 
 
 def _is_zimage_folder(folder: Path) -> bool:

@@ -8,8 +8,12 @@ Search order of :func:`find_clip_tokenizer`:
 3. a rebuild from ``bpe_simple_vocab_16e6.txt.gz`` found in an ``open_clip_torch`` / ``clip-anytorch`` wheel
    dropped into ``models/tokenizers/``, or in such a package already installed; the result is written to (1).
 
-``python -m modules.cli fetch-tokenizer`` calls :func:`install_clip_tokenizer`, which downloads the wheel
-with pip (the only network access) and rebuilds the tokenizer from it.
+When none of these has it, :func:`ensure_clip_tokenizer` (what the loader calls) fetches vocab.json and
+merges.txt of ``openai/clip-vit-large-patch14`` from the Hub into (1), inside the job that loads the model
+(:mod:`modules.loader.on_demand`); offline it raises the one-sentence MissingComponent.
+
+``python -m modules.cli fetch-tokenizer`` calls :func:`install_clip_tokenizer`: the same Hub fetch, or when the
+Hub cannot be reached, the open_clip_torch wheel downloaded with pip and the tokenizer rebuilt from it.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from pathlib import Path
 
 from modules.checkpoints.hf_cache import repo_snapshots
 from modules.errors import DownloadError, MissingComponent
+from modules.loader.on_demand import Piece, ProgressCallback, fetch_piece
+from modules.messages import Message
 from modules.paths import Folders
 
 CLIP_FOLDER_NAME = "clip-vit-large-patch14"
@@ -34,8 +40,13 @@ BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 #: CLIP keeps merges 1 .. 49152-256-2 of the BPE file (line 0 is a header).
 CLIP_MERGE_COUNT = 49152 - 256 - 2
 CLIP_MAX_LENGTH = 77
+#: tokens of the real CLIP tokenizer (SD1.5's text encoder and both of SDXL's have this many embeddings)
+CLIP_VOCAB_SIZE = 49408
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 FETCH_COMMAND = "python -m modules.cli fetch-tokenizer"
+CLIP_REPO = "openai/clip-vit-large-patch14"
+#: what is fetched on demand (into models/tokenizers/clip-vit-large-patch14, through a hidden sibling folder)
+CLIP_PIECE = Piece("CLIP tokenizer", CLIP_REPO, CLIP_FILES, FETCH_COMMAND)
 #: (repo id, sub-folder) of Hugging Face cache entries holding the same CLIP tokenizer files.
 HF_CLIP_SOURCES = (
     ("openai/clip-vit-large-patch14", ""),
@@ -162,11 +173,40 @@ def find_clip_tokenizer(folders: Folders, hf_cache: Path | None = None) -> Path:
     source = _local_bpe_source(folders)
     if source is not None:
         return build_clip_tokenizer_from_wheel(source, own)
-    raise MissingComponent(
-        f"CLIP tokenizer not found: single-file SD1.5/SDXL models need vocab.json and merges.txt in {own}. "
-        f"Run `{FETCH_COMMAND}` (downloads the small open_clip_torch wheel with pip and rebuilds it), "
-        f"or copy the tokenizer folder of openai/clip-vit-large-patch14 there."
-    )
+    raise MissingComponent(missing_message(folders))
+
+
+def missing_message(folders: Folders) -> Message:
+    """What is missing, where it goes and which command fetches it."""
+    return Message("missing.clip_tokenizer", folder=str(folders.tokenizers / CLIP_FOLDER_NAME),
+                   command=FETCH_COMMAND, repo=CLIP_REPO)
+
+
+def ensure_clip_tokenizer(folders: Folders, hf_cache: Path | None = None, *,
+                          on_progress: ProgressCallback | None = None,
+                          should_stop=None) -> Path:
+    """:func:`find_clip_tokenizer`, else fetch it from the Hub into ``models/tokenizers/clip-vit-large-patch14``
+    (progress as ``on_progress(phase, done_bytes, total_bytes)``). MissingComponent (one sentence) when it is
+    neither on disk nor fetchable now."""
+    try:
+        return find_clip_tokenizer(folders, hf_cache)
+    except MissingComponent:
+        pass
+    return fetch_clip_tokenizer(folders, on_progress=on_progress, should_stop=should_stop)
+
+
+def fetch_clip_tokenizer(folders: Folders, *, on_progress: ProgressCallback | None = None,
+                         should_stop=None) -> Path:
+    """vocab.json + merges.txt of ``openai/clip-vit-large-patch14`` from the Hub into Visage's own folder.
+
+    They land in a hidden sibling (``.clip-vit-large-patch14.fetch``, kept between tries so a cut download
+    resumes) and are then written to the final folder in one rename (:func:`copy_clip_tokenizer`)."""
+    out = folders.tokenizers / CLIP_FOLDER_NAME
+    staging = folders.tokenizers / f".{CLIP_FOLDER_NAME}.fetch"
+    fetch_piece(CLIP_PIECE, staging, missing_message(folders), on_progress=on_progress, should_stop=should_stop)
+    copy_clip_tokenizer(staging, out)
+    shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def download_clip_wheel(dest: Path) -> Path:
@@ -189,16 +229,24 @@ def copy_clip_tokenizer(folder: Path, out: Path) -> Path:
     return write_clip_tokenizer(merges, out, vocab=vocab)
 
 
-def install_clip_tokenizer(folders: Folders, source: Path | None = None) -> Path:
+def install_clip_tokenizer(folders: Folders, source: Path | None = None, *,
+                           on_progress: ProgressCallback | None = None) -> Path:
     """Put the CLIP tokenizer into ``models/tokenizers/clip-vit-large-patch14`` and return that folder.
 
     ``source``: an open_clip_torch / clip-anytorch wheel, the BPE .gz, a folder containing one of those, or a
-    folder with vocab.json + merges.txt. Without it the wheel is fetched with ``pip download`` (the registry).
+    folder with vocab.json + merges.txt. Without it: fetched from the Hub (:func:`fetch_clip_tokenizer`), or
+    when that fails, rebuilt from the open_clip_torch wheel fetched with ``pip download`` (the registry).
     """
     out = folders.tokenizers / CLIP_FOLDER_NAME
     if source is not None and _has_clip_files(Path(source)):
         return copy_clip_tokenizer(Path(source), out)
     if source is not None:
         return build_clip_tokenizer_from_wheel(Path(source), out)
-    with tempfile.TemporaryDirectory(prefix="visage-wheel-") as tmp:
-        return build_clip_tokenizer_from_wheel(download_clip_wheel(Path(tmp)), out)
+    try:
+        return fetch_clip_tokenizer(folders, on_progress=on_progress)
+    except MissingComponent as hub_error:
+        try:
+            with tempfile.TemporaryDirectory(prefix="visage-wheel-") as tmp:
+                return build_clip_tokenizer_from_wheel(download_clip_wheel(Path(tmp)), out)
+        except DownloadError:
+            raise hub_error from None

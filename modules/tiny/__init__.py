@@ -4,17 +4,22 @@
 ``make_tiny_model("sdxl", "single-file", out)`` writes one ``.safetensors`` in the original (A1111/ComfyUI)
 layout via :func:`modules.checkpoints.single_file.save_single_file`.
 
-Tiny SD1.5/SDXL single files carry no tokenizer (like real A1111 files): the loader looks for the CLIP
-tokenizer in ``models/tokenizers/clip-vit-large-patch14``; tests put the tiny one there with
-:func:`install_tiny_clip_tokenizer`. Tiny Z-Image single files are all-in-one (tokenizer included).
-Importing this package does not import torch.
+Tiny SD1.5/SDXL text encoders have the real CLIP vocabulary size (49,408 embeddings), so the real CLIP
+tokenizer fits them as it fits any A1111 file; the tiny CLIP tokenizer (914 tokens) fits them too. A tiny
+SD1.5/SDXL single file carries its tiny tokenizer in its metadata (``visage.tokenizer``: vocab.json and
+merges.txt), so it generates right after ``make-tiny-model`` with nothing else on disk, offline; files without
+one (a merge of a tiny model, say) take the CLIP tokenizer the loader finds or fetches. Tiny Z-Image single
+files are all-in-one (tokenizer included). Importing this package does not import torch.
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
+from modules.checkpoints.single_file import TOKENIZER_KEY
 from modules.families import Family
-from modules.loader.tokenizers import CLIP_FOLDER_NAME, write_clip_tokenizer
+from modules.loader.tokenizers import CLIP_FILES, CLIP_FOLDER_NAME, write_clip_tokenizer
 from modules.paths import Folders
 from modules.registry.entry import ModelFormat
 from modules.tiny.tokenizers import learn_clip_merges, write_tiny_clip_tokenizer
@@ -41,7 +46,17 @@ def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) ->
         return out
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
-    return save_single_file(pipe, family, out, {"visage.tiny": "true", "visage.seed": str(seed)})
+    metadata = {"visage.tiny": "true", "visage.seed": str(seed)}
+    if family is not Family.ZIMAGE:  # (Z-Image files embed their tokenizer already)
+        metadata[TOKENIZER_KEY] = json.dumps(tiny_clip_tokenizer_files())
+    return save_single_file(pipe, family, out, metadata)
+
+
+def tiny_clip_tokenizer_files() -> dict[str, str]:
+    """``{vocab.json, merges.txt: text}`` of the tiny CLIP tokenizer (what a tiny single file embeds)."""
+    with tempfile.TemporaryDirectory(prefix="visage-tiny-clip-") as tmp:
+        folder = write_tiny_clip_tokenizer(Path(tmp) / "tok")
+        return {name: (folder / name).read_text(encoding="utf-8") for name in CLIP_FILES}
 
 
 def _write_clip_tokenizer_files(folder: Path) -> None:
@@ -55,5 +70,6 @@ def _write_clip_tokenizer_files(folder: Path) -> None:
 
 
 def install_tiny_clip_tokenizer(folders: Folders) -> Path:
-    """Put the tiny CLIP tokenizer where the loader looks first (``models/tokenizers/clip-vit-large-patch14``)."""
+    """Put the tiny CLIP tokenizer where the loader looks first (``models/tokenizers/clip-vit-large-patch14``).
+    Tests only: a real model would then get the tiny tokenizer too (the loader cannot tell, as both fit)."""
     return write_tiny_clip_tokenizer(folders.tokenizers / CLIP_FOLDER_NAME)

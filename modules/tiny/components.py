@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from modules.families import Family
+from modules.loader.tokenizers import CLIP_VOCAB_SIZE
 from modules.tiny.tokenizers import tiny_qwen_tokenizer, write_tiny_clip_tokenizer
 
 SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -32,10 +33,11 @@ def _tiny_vae(seed: int, latent_channels: int = 4, **extra):
         latent_channels=latent_channels, norm_num_groups=32, sample_size=64, **extra))
 
 
-def _clip_config(vocab_size: int, hidden: int, projection: int | None = None, layers: int = 2):
+def _clip_config(hidden: int, projection: int | None = None, layers: int = 2):
+    """A tiny CLIP text encoder with the real CLIP vocabulary size (so the real CLIP tokenizer fits it too)."""
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+    return CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=hidden, intermediate_size=hidden * 2,
                           num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=77,
                           bos_token_id=0, eos_token_id=2, pad_token_id=1, projection_dim=projection or hidden,
                           hidden_act="quick_gelu", layer_norm_eps=1e-5)
@@ -51,7 +53,8 @@ def _clip_tokenizers(*pad_tokens: str) -> list:
 
 
 def tiny_sd15(seed: int = 0):
-    """StableDiffusionPipeline: UNet (32, 64), VAE (32, 64), CLIP text hidden 32, PNDM scheduler."""
+    """StableDiffusionPipeline: UNet (32, 64), VAE (32, 64), CLIP text hidden 32 (CLIP's 49,408-token
+    vocabulary), the tiny CLIP tokenizer, PNDM scheduler."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -62,7 +65,7 @@ def tiny_sd15(seed: int = 0):
     (tokenizer,) = _clip_tokenizers("<|endoftext|>")
     return StableDiffusionPipeline(
         vae=_tiny_vae(seed + 1, scaling_factor=0.18215),
-        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(len(tokenizer), 32))),
+        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
         tokenizer=tokenizer, unet=unet,
         scheduler=PNDMScheduler(**SD_SCHEDULER, skip_prk_steps=True, set_alpha_to_one=False),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -82,11 +85,10 @@ def tiny_sdxl(seed: int = 0):
         cross_attention_dim=32 + 64))
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="leading")
     tokenizer, tokenizer_2 = _clip_tokenizers("<|endoftext|>", "!")
-    vocab = len(tokenizer)
     return StableDiffusionXLPipeline(
         vae=_tiny_vae(seed + 1, scaling_factor=0.13025),
-        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(vocab, 32))),
-        text_encoder_2=_seeded(seed + 3, lambda: CLIPTextModelWithProjection(_clip_config(vocab, 64, projection=32))),
+        text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
+        text_encoder_2=_seeded(seed + 3, lambda: CLIPTextModelWithProjection(_clip_config(64, projection=32))),
         tokenizer=tokenizer, tokenizer_2=tokenizer_2,
         unet=unet, scheduler=scheduler, image_encoder=None, feature_extractor=None)
 
