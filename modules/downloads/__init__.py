@@ -9,6 +9,12 @@
 
 Nothing here touches the network at import time.
 """
-from modules.downloads.repos import ALLOW_PATTERNS, IGNORE_PATTERNS, SUGGESTED, SuggestedModel, download_repo
+from modules.downloads.repos import (
+    ALLOW_PATTERNS,
+    IGNORE_PATTERNS,
+    SUGGESTED,
+    SuggestedModel,
+    download_repo,
+)
 
 __all__ = ["ALLOW_PATTERNS", "IGNORE_PATTERNS", "SUGGESTED", "SuggestedModel", "download_repo"]

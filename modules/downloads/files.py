@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.downloads.hub import (
-    RemoteFile, check_online, check_repo_id, download_command, endpoint, file_metadata, first_line,
+    RemoteFile,
+    check_online,
+    check_repo_id,
+    download_command,
+    endpoint,
+    file_metadata,
+    first_line,
 )
 from modules.errors import DownloadError
 from modules.messages import Message

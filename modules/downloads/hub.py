@@ -61,7 +61,11 @@ def check_online(what: str, where: Path | str, command: str) -> None:
 def hub_error(exc: BaseException, what: str, where: Path | str, command: str) -> DownloadError:
     """A Hub or network failure as one sentence (never a traceback for the user)."""
     from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     if isinstance(exc, OfflineModeIsEnabled):

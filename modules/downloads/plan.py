@@ -13,9 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules.downloads.files import FileItem, check_disk_space, download_items, free_space, human_size
+from modules.downloads.files import (
+    FileItem,
+    check_disk_space,
+    download_items,
+    free_space,
+    human_size,
+)
 from modules.downloads.hub import (
-    RemoteFile, check_repo_id, download_command, endpoint, file_metadata, parse_hub_url, remote_is_lora, repo_files,
+    RemoteFile,
+    check_repo_id,
+    download_command,
+    endpoint,
+    file_metadata,
+    parse_hub_url,
+    remote_is_lora,
+    repo_files,
 )
 from modules.downloads.packs import ItemKind, PackItem, StarterPack, get_pack
 from modules.downloads.repos import ALLOW_PATTERNS, IGNORE_PATTERNS, download_repo
@@ -104,10 +117,11 @@ class DownloadPlan:
                 "free_text": human_size(self.free_bytes), "fits": self.fits}
 
     def summary(self) -> str:
-        lines = [f"{self.title}: {human_size(self.total_bytes)} ({human_size(self.missing_bytes)} to download, "
-                 f"{human_size(self.free_bytes)} free)"]
+        head = (f"{self.title}: {human_size(self.total_bytes)} ({human_size(self.missing_bytes)} to download, "
+                f"{human_size(self.free_bytes)} free)")
+        lines = [head]
         for i in self.items:
-            state = "present" if i.complete else f"{human_size(i.size)}"
+            state = "present" if i.complete else human_size(i.size)
             lines.append(f"  {i.item.kind.value:16} {i.item.repo_id:45} {state:>10}  -> {i.destination}")
         return "\n".join(lines)
 

@@ -6,11 +6,10 @@ byte reports. Its output needs no swap of ours: huggingface_hub writes each file
 cache and moves it into place when it is complete."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from modules.errors import DownloadError
 from modules.families import Family
 from modules.operations import Operation, ProgressCallback
 
@@ -54,7 +53,12 @@ def download_repo(repo_id: str, *, cache_dir: Path | None = None, on_progress: P
 
     from modules.checkpoints.hf_cache import default_hf_cache, repo_folder
     from modules.downloads.hub import (
-        check_online, check_repo_id, download_command, endpoint, hub_error, network_errors,
+        check_online,
+        check_repo_id,
+        download_command,
+        endpoint,
+        hub_error,
+        network_errors,
     )
 
     check_repo_id(repo_id)
