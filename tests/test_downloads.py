@@ -304,3 +304,41 @@ def test_api_post_download_then_progress(hub, tmp_path):
         assert plan_only.json()["job_id"] is None and plan_only.json()["plan"]["items"][0]["kind"] == "lora"
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_page_shows_pack_sizes_first_then_downloads_with_a_byte_progress_bar(hub, tmp_path, monkeypatch, lang):
+    """Models tab: the starter pack radio lists every pack; "Check sizes" shows each item's size and destination
+    without fetching a byte; Download makes the plan again, streams a progress bar, and the new models are listed."""
+    from html import escape
+
+    from api_fixtures import make_settings
+
+    from modules.engine import Engine
+    from modules.ui import build_blocks
+    from modules.ui.i18n import Translator
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    folders = Folders(models=tmp_path / "models", outputs=tmp_path / "outputs", cache=tmp_path / "cache")
+    folders.checkpoints.mkdir(parents=True)
+    engine = Engine(make_settings(folders, hf_cache=tmp_path / "hf", model=None))
+    engine.start(load_initial=False)
+    try:
+        t = Translator(lang, strict=True)
+        demo = build_blocks(engine, t)
+        fn = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}
+        radio = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "models_packs")
+        assert {"sd15-cpu", "zimage-portrait"} <= {value for _label, value in radio.choices}
+        fetched = len(_resolve_gets(hub))
+        table = fn["plan_download"]("sd15-cpu", "", "")
+        assert len(_resolve_gets(hub)) == fetched, "checking sizes fetched file contents"
+        assert LCM_REPO in table and "models/Lora" in table and t("models.kind_lora") in table
+        assert engine.loras() == []
+        outputs = list(fn["download_pack"]("sd15-cpu", "", ""))
+        bars = [html for _table, html, _job in outputs if isinstance(html, str) and "<progress" in html]
+        assert LCM_REPO in outputs[0][0] and outputs[0][1] == escape(t("models.download_waiting"))  # sizes first
+        assert bars, "no byte progress bar"
+        assert get_pack("sd15-cpu").title(lang) in outputs[-1][1]
+        assert [i.name for i in engine.loras()] == ["lcm-lora-sdv1-5"]
+    finally:
+        engine.close()

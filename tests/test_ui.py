@@ -265,6 +265,18 @@ class FakeEngine:
             return new
         return self.queue.submit("merge", run)
 
+    def starter_packs(self):
+        from modules.downloads.packs import PACKS
+
+        return list(PACKS)
+
+    def plan_download(self, pack=None, repo_id=None, filename=None, url=None):
+        """As the real engine says it with no network (tests/test_downloads.py runs the real one on a local Hub)."""
+        from modules.downloads.hub import check_online
+
+        check_online(str(pack or repo_id or url), "models", f"python -m modules.cli download --pack {pack}")
+        raise AssertionError("the fake engine is always offline (HF_HUB_OFFLINE=1)")
+
     def download_model(self, repo_id):
         if repo_id.count("/") != 1:
             raise DownloadError(f"{repo_id!r} is not a Hugging Face repo id (expected 'org/name')")
@@ -682,3 +694,14 @@ def test_first_screen_without_a_model_says_what_to_do(engine, lang):
     engine.entries = kept
     assert header.welcome_update(engine).visible is False
     assert _by_elem_id(build_blocks(engine, Translator(lang, strict=True)), "visage_welcome").visible is False
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_checking_pack_sizes_offline_says_one_clear_sentence(engine, lang):
+    t = Translator(lang, strict=True)
+    check = endpoint(build_blocks(engine, t), "plan_download")
+    with pytest.raises(gr.Error) as info:
+        check("sd15-cpu", "", "")
+    text = info.value.message
+    assert "python -m modules.cli download --pack sd15-cpu" in text and "\n" not in text and "Traceback" not in text
+    assert ("下载" in text) if lang == "zh" else ("offline" in text.lower())

@@ -15,6 +15,22 @@ MB = 1024 * 1024
 
 
 @dataclass
+class PackPanel:
+    """Starter packs and single files: pick, see the sizes, download with a byte progress bar."""
+
+    pack: gr.Radio
+    repo_or_url: gr.Textbox
+    filename: gr.Textbox
+    check: gr.Button
+    start: gr.Button
+    cancel: gr.Button
+    plan: gr.Markdown
+    progress: gr.HTML
+    job_state: gr.State
+    download_event: object = None
+
+
+@dataclass
 class ModelsTab:
     summary: gr.Markdown
     table: gr.Dataframe
@@ -26,6 +42,7 @@ class ModelsTab:
     #: events the page chains a model-list refresh onto
     refresh_event: object
     download_event: object
+    packs: PackPanel | None = None
 
 
 def model_rows(t: Translator, entries) -> list[list[str]]:
@@ -44,10 +61,12 @@ def suggested_rows(t: Translator, suggestions: list[dict]) -> list[list[str]]:
     return [[s.get("repo_id", ""), family_label(s.get("family"), t), s.get("note", "")] for s in suggestions]
 
 
-def progress_html(t: Translator, step: int, total: int) -> str:
-    """An HTML progress bar with ``percent · done / total MB``."""
+def progress_html(t: Translator, step: int, total: int, phase: str = "") -> str:
+    """An HTML progress bar with ``percent · done / total MB`` (and the file being fetched, when known)."""
     percent = int(100 * step / total) if total else 0
     label = t("models.download_progress", percent=percent, done=f"{step / MB:.1f}", total=f"{total / MB:.1f}")
+    if phase.startswith("downloading "):
+        label += " · " + phase.removeprefix("downloading ")
     return (f'<progress value="{percent}" max="100" style="width:100%"></progress>'
             f"<div>{escape(label)}</div>")
 
@@ -88,8 +107,122 @@ def make_download(engine, t: Translator, poll_s: float = POLL_S):
     return download
 
 
+# -- starter packs and single files ------------------------------------------------------------------
+
+def pack_choices(engine, t: Translator) -> list[tuple[str, str]]:
+    labels = []
+    for pack in engine.starter_packs():
+        label = f"{pack.title(t.lang)} · {pack.hardware(t.lang)}"
+        labels.append((label + (" · " + t("models.non_commercial") if pack.non_commercial else ""), pack.id))
+    return labels
+
+
+def plan_title(engine, t: Translator, plan) -> str:
+    """A pack's title in the page's language; a single file's or repo's as the plan says it."""
+    pack = next((p for p in engine.starter_packs() if p.id == plan.pack_id), None)
+    return pack.title(t.lang) if pack is not None else plan.title
+
+
+def plan_markdown(t: Translator, plan, title: str | None = None) -> str:
+    """The plan as a table: what, from where, to where, how big; then the total, what is left and the free disk."""
+    rows = [f"| {t('models.col_kind')} | {t('models.col_repo')} | {t('models.col_size')} | "
+            f"{t('models.col_destination')} |", "|---|---|---|---|"]
+    for item in plan.items:
+        d = item.to_dict()
+        size = t("models.present") if d["complete"] else (d["size_text"] or "?")
+        licence = f" ({escape(d['licence'])})" if d.get("licence") else ""
+        rows.append(f"| {t('models.kind_' + d['kind'])} | `{escape(d['repo_id'])}`{licence} | {size} | "
+                    f"`{escape(d['destination'])}` |")
+    p = plan.to_dict()
+    total = t("models.plan_total", total=p["total_text"], missing=p["missing_text"], free=p["free_text"])
+    warn = "" if p["fits"] else "\n\n⚠️ " + t("models.plan_no_space")
+    return f"**{escape(title or plan.title)}**\n\n" + "\n".join(rows) + f"\n\n{total}{warn}"
+
+
+def make_plan(engine, t: Translator):
+    """Handler: (pack id, repo id or Hub URL, file) -> (plan table, plan). A repo/URL given wins over the pack.
+    Nothing is fetched but the Hub's file list and sizes."""
+
+    def plan(pack_id, repo_or_url, filename):
+        repo_or_url, filename = (repo_or_url or "").strip(), (filename or "").strip()
+        try:
+            if repo_or_url.startswith(("http://", "https://")):
+                result = engine.plan_download(url=repo_or_url)
+            elif repo_or_url:
+                result = engine.plan_download(repo_id=repo_or_url, filename=filename or None)
+            else:
+                result = engine.plan_download(pack=pack_id)
+        except VisageError as exc:
+            raise ui_error(t, exc) from None
+        return plan_markdown(t, result, plan_title(engine, t, result)), result
+
+    return plan
+
+
+def make_pack_download(engine, t: Translator, poll_s: float = POLL_S):
+    """Handler: (pack, repo/URL, file) -> yields (plan table, progress bar, job) until the download ends.
+    The plan is made again first (fresh sizes and what is already here), and shown before the first byte."""
+    planner = make_plan(engine, t)
+
+    def download(pack_id, repo_or_url, filename):
+        table, plan = planner(pack_id, repo_or_url, filename)
+        try:
+            job = engine.download(plan)
+        except VisageError as exc:
+            raise ui_error(t, exc) from None
+        yield table, escape(t("models.download_waiting")), job
+        last = None
+        while not job.finished:
+            p = job.progress
+            html = progress_html(t, p.step, p.total, p.phase) if p.total else escape(t("models.download_waiting"))
+            if html != last:
+                last = html
+                yield gr.skip(), html, gr.skip()
+            time.sleep(poll_s)
+        try:
+            job.wait(0)
+        except Exception as exc:  # noqa: BLE001 - the job already logged it; a message, never a traceback
+            raise ui_error(t, exc) from None
+        yield gr.skip(), escape(t("models.pack_done", title=plan_title(engine, t, plan))), None
+
+    return download
+
+
+def cancel_download(job) -> None:
+    """Stop the running download between chunks; its part files stay, so starting again resumes."""
+    if job is not None:
+        job.cancel()
+
+
+def build_packs(engine, t: Translator) -> PackPanel:
+    gr.Markdown(t("models.packs_intro"))
+    choices = pack_choices(engine, t)
+    pack = gr.Radio(choices, value=choices[0][1] if choices else None, label=t("models.packs"),
+                    elem_id="models_packs")
+    with gr.Row():
+        repo_or_url = gr.Textbox(label=t("models.repo_or_url"), placeholder=t("models.repo_or_url_placeholder"),
+                                 scale=3)
+        filename = gr.Textbox(label=t("models.file"), placeholder=t("models.file_placeholder"), scale=2)
+    with gr.Row():
+        check = gr.Button(t("models.check_sizes"), scale=0, min_width=140)
+        start = gr.Button(t("models.download_pack"), variant="primary", scale=0, min_width=140)
+        cancel = gr.Button(t("models.cancel"), variant="stop", scale=0, min_width=100)
+    plan = gr.Markdown("", elem_id="models_plan")
+    progress = gr.HTML("", elem_id="models_pack_progress")
+    panel = PackPanel(pack, repo_or_url, filename, check, start, cancel, plan, progress, gr.State(None))
+    inputs = [pack, repo_or_url, filename]
+    planner = make_plan(engine, t)
+    check.click(lambda *args: planner(*args)[0], inputs, plan, api_name="plan_download")
+    panel.download_event = start.click(make_pack_download(engine, t), inputs,
+                                       [plan, progress, panel.job_state], api_name="download_pack",
+                                       concurrency_limit=None)
+    cancel.click(cancel_download, panel.job_state, None, api_visibility="private", queue=False)
+    return panel
+
+
 def build(engine, t: Translator) -> ModelsTab:
     entries = engine.models()
+    packs = build_packs(engine, t)
     summary = gr.Markdown(summary_text(t, entries))
     with gr.Row():
         refresh = gr.Button(t("models.refresh"), scale=0, min_width=120)
@@ -120,5 +253,7 @@ def build(engine, t: Translator) -> ModelsTab:
                                     api_name="download_model", concurrency_limit=None)
     download_event = download_event.success(make_refresh(engine, t), None, [summary, table],
                                             api_visibility="private")
+    packs.download_event = packs.download_event.success(make_refresh(engine, t), None, [summary, table],
+                                                        api_visibility="private")
     return ModelsTab(summary, table, refresh, suggested, repo_id, download, download_progress,
-                     refresh_event, download_event)
+                     refresh_event, download_event, packs)
