@@ -160,6 +160,18 @@ def test_single_files_go_to_the_right_folder_by_their_header(hub, folders):
     assert (folders.checkpoints / "ckpt.safetensors").is_file()
 
 
+def test_a_tiny_autoencoder_repo_goes_where_the_taesd_lookup_looks(hub, folders):
+    """`download madebyollin/taesd` is not a diffusers pipeline: its two top-level files go to
+    models/VAE-approx/taesd, and the TAESD lookup finds them."""
+    from modules.taesd import find_taesd
+
+    plan = make_plan(folders, repo_id="madebyollin/taesd")
+    assert plan.items[0].item.kind is ItemKind.TAESD and plan.items[0].destination == folders.vae_approx / "taesd"
+    assert find_taesd(Family.SD15, folders, None) is None
+    run_plan(plan)
+    assert find_taesd(Family.SD15, folders, None) == folders.vae_approx / "taesd"
+
+
 # -- one file: resume, checksum, disk, offline, cancel ------------------------------------------------------------
 def test_a_cut_connection_resumes_with_a_range_request_and_the_sha256_is_right(hub, tmp_path, hub_files):
     data = hub_files[BIG]["weights.safetensors"]

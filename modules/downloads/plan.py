@@ -10,7 +10,7 @@ by item with byte progress over the whole plan and a cancel point between chunks
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modules.downloads.files import (
@@ -30,7 +30,7 @@ from modules.downloads.hub import (
     remote_is_lora,
     repo_files,
 )
-from modules.downloads.packs import ItemKind, PackItem, StarterPack, get_pack
+from modules.downloads.packs import ItemKind, PackItem, StarterPack, get_pack, taesd_item
 from modules.downloads.repos import ALLOW_PATTERNS, IGNORE_PATTERNS, download_repo
 from modules.errors import DownloadError
 from modules.messages import Message
@@ -215,6 +215,14 @@ def plan_pack(pack: str | StarterPack, folders: Folders, hf_cache: Path | None =
 
 
 def plan_repo(repo_id: str, folders: Folders, hf_cache: Path | None = None, revision: str = "main") -> DownloadPlan:
+    """A whole diffusers repo into the HF cache; madebyollin's tiny autoencoders (taesd, taesdxl, taef1) into
+    ``models/VAE-approx/<name>``, where the TAESD lookup looks (as the packs place them)."""
+    from modules.taesd import TAESD_REPOS
+
+    taesd = {repo: name for repo, name in TAESD_REPOS.values()}
+    if repo_id in taesd:
+        item = taesd_item(repo_id, taesd[repo_id], "")
+        return _plan(repo_id, [replace(item, revision=revision)], folders, hf_cache)
     return _plan(repo_id, [PackItem(ItemKind.CHECKPOINT_REPO, repo_id, revision=revision)], folders, hf_cache)
 
 
