@@ -115,6 +115,7 @@ EN: dict[str, str] = {
     "kind.list": "a list",
     "kind.object": "an object",
     # other errors
+    "progress.fetching": "fetching {what} ({repo}) {done}/{total} MB",
     "interrupted.at_step": "interrupted at step {step}/{total}",
     "capability.unsupported": "{model} runs on the {backend} backend, which cannot do {capability}",
     # pieces fetched on demand (modules/loader/on_demand.py): what is missing, where it goes, which command

@@ -21,7 +21,7 @@ from modules.downloads.files import fetch_files, part_path
 from modules.downloads.hub import parse_hub_url
 from modules.downloads.packs import PACKS, ItemKind, get_pack
 from modules.downloads.plan import make_plan, plan_pack, run_plan
-from modules.errors import DownloadError, Interrupted
+from modules.errors import DownloadError, Interrupted, InvalidRequest
 from modules.families import Family
 from modules.paths import Folders
 
@@ -100,9 +100,9 @@ def test_packs_are_typed_data_with_titles_hardware_and_kinds():
     assert [(i.kind, i.repo_id) for i in z.items] == [
         (ItemKind.CHECKPOINT_REPO, "Tongyi-MAI/Z-Image-Turbo"), (ItemKind.LORA, "Shakker-Labs/AWPortrait-Z"),
         (ItemKind.TAESD, "madebyollin/taef1")]
-    with pytest.raises(DownloadError) as exc:
+    with pytest.raises(InvalidRequest) as exc:  # a bad input, not a failed download
         get_pack("nope")
-    assert exc.value.key == "download.unknown_pack"
+    assert exc.value.key == "download.unknown_pack" and exc.value.field == "pack"
 
 
 def test_pack_plan_shows_sizes_then_lands_where_the_registry_looks(hub, folders, tmp_path, hub_files):
@@ -146,9 +146,9 @@ def test_single_files_go_to_the_right_folder_by_their_header(hub, folders):
     url = f"https://huggingface.co/{LCM_REPO}/blob/main/pytorch_lora_weights.safetensors"
     assert parse_hub_url(url) == (LCM_REPO, "main", "pytorch_lora_weights.safetensors")
     assert parse_hub_url(url.replace("/blob/", "/resolve/") + "?download=true")[2] == "pytorch_lora_weights.safetensors"
-    with pytest.raises(DownloadError) as exc:
+    with pytest.raises(InvalidRequest) as exc:
         parse_hub_url("https://example.com/not/a/hub/url")
-    assert exc.value.key == "download.bad_url"
+    assert exc.value.key == "download.bad_url" and exc.value.field == "url"
 
     lora = make_plan(folders, url=url.replace("https://huggingface.co", hub.url))
     assert lora.items[0].item.kind is ItemKind.LORA
@@ -309,7 +309,9 @@ def test_api_post_download_then_progress(hub, tmp_path):
         assert [i.name for i in engine.loras()] == ["lcm-lora-sdv1-5"]  # listed at once
         assert any(e.supported and e.family == Family.SD15 for e in engine.models())
         bad = client.post("/api/v1/downloads", json={"pack": "nope"})
-        assert bad.status_code == 502 and bad.json()["key"] == "download.unknown_pack"
+        assert bad.status_code == 422 and bad.json()["key"] == "download.unknown_pack"
+        nothing = client.post("/api/v1/downloads", json={})
+        assert nothing.status_code == 422 and nothing.json()["key"] == "download.what"
         assert client.get("/api/v1/downloads/99999").status_code == 404
         plan_only = client.post("/api/v1/downloads", json={"repo_id": LCM_REPO, "filename":
                                                            "pytorch_lora_weights.safetensors", "plan_only": True})

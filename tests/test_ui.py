@@ -705,3 +705,22 @@ def test_checking_pack_sizes_offline_says_one_clear_sentence(engine, lang):
     text = info.value.message
     assert "python -m modules.cli download --pack sd15-cpu" in text and "\n" not in text and "Traceback" not in text
     assert ("下载" in text) if lang == "zh" else ("offline" in text.lower())
+
+
+def test_a_piece_fetched_inside_a_generation_shows_as_its_progress(engine):
+    """A missing TAESD fetched on demand reports a keyed phase with byte counts: the page says it in its
+    language (not "step 1200000/9800000")."""
+    from types import SimpleNamespace
+
+    from modules.jobs import Progress
+    from modules.loader.on_demand import Piece, fetch_phase
+    from modules.ui import txt2img as page
+
+    piece = Piece("TAESD", "madebyollin/taesd", ("config.json",), "python -m modules.cli download madebyollin/taesd")
+    phase = fetch_phase(piece, 1_200_000, 9_800_000)
+    job = SimpleNamespace(progress=Progress(phase, 1_200_000, 9_800_000))
+    engine.queue_position = lambda _job: 0
+    assert page.progress_text(Translator("en", strict=True), engine, job) == \
+        "fetching TAESD (madebyollin/taesd) 1.2/9.8 MB"
+    assert page.progress_text(Translator("zh", strict=True), engine, job) == \
+        "正在获取 TAESD（madebyollin/taesd）1.2/9.8 MB"

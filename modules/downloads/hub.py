@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from modules.errors import DownloadError
+from modules.errors import DownloadError, InvalidRequest
 from modules.messages import Message
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -48,7 +48,7 @@ def offline() -> bool:
 
 def check_repo_id(repo_id: str) -> str:
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id:
-        raise DownloadError(Message("download.bad_repo", repo_id=repo_id))
+        raise InvalidRequest("repo_id", Message("download.bad_repo", repo_id=repo_id))
     return repo_id
 
 
@@ -150,11 +150,11 @@ def parse_hub_url(url: str) -> tuple[str, str, str]:
     segments = [unquote(s) for s in (parts.path.split("/") if parts else []) if s]
     if not parts or parts.scheme not in ("http", "https") or len(segments) < 5 \
             or segments[2] not in ("blob", "resolve"):
-        raise DownloadError(Message("download.bad_url", url=str(url)))
+        raise InvalidRequest("url", Message("download.bad_url", url=str(url)))
     repo_id = f"{segments[0]}/{segments[1]}"
     path = "/".join(segments[4:])
     if any(p in ("", ".", "..") for p in path.split("/")):
-        raise DownloadError(Message("download.bad_url", url=str(url)))
+        raise InvalidRequest("url", Message("download.bad_url", url=str(url)))
     return check_repo_id(repo_id), segments[3], path
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from modules.errors import DownloadError
+from modules.errors import InvalidRequest
 from modules.messages import Message
 
 
@@ -118,4 +118,4 @@ def get_pack(pack_id: str) -> StarterPack:
     for pack in PACKS:
         if pack.id == pack_id:
             return pack
-    raise DownloadError(Message("download.unknown_pack", name=pack_id, choices=", ".join(p.id for p in PACKS)))
+    raise InvalidRequest("pack", Message("download.unknown_pack", name=pack_id, choices=", ".join(p.id for p in PACKS)))

@@ -32,7 +32,7 @@ from modules.downloads.hub import (
 )
 from modules.downloads.packs import ItemKind, PackItem, StarterPack, get_pack, taesd_item
 from modules.downloads.repos import ALLOW_PATTERNS, IGNORE_PATTERNS, download_repo
-from modules.errors import DownloadError
+from modules.errors import DownloadError, InvalidRequest
 from modules.messages import Message
 from modules.operations import ProgressCallback
 from modules.paths import Folders, safe_child
@@ -295,4 +295,4 @@ def make_plan(folders: Folders, hf_cache: Path | None = None, *, pack: str | Non
         return plan_file(repo_id, filename, folders, hf_cache)
     if repo_id:
         return plan_repo(repo_id, folders, hf_cache)
-    raise DownloadError(Message("download.what"))
+    raise InvalidRequest("pack", Message("download.what"))

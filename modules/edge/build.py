@@ -101,6 +101,14 @@ def _check_source(entry: ModelEntry, options: EdgeBuildOptions, taesd) -> Family
 # from a registry entry (the CLI and the engine's build job)
 # ---------------------------------------------------------------------------------------------
 
+def check_source_entry(entry: ModelEntry) -> None:
+    """UnsupportedModel unless ``entry`` is a supported SD1.5 model (checked before anything is queued or loaded)."""
+    if not entry.supported or entry.family is None:
+        raise UnsupportedModel(f"{entry.name}: {entry.reason or 'not a supported model'}")
+    if Family(entry.family) is not Family.SD15:
+        raise UnsupportedModel(f"{entry.name}: edge packages are built from SD1.5 models only")
+
+
 def build_edge_for(entry: ModelEntry, folders: Folders, name: str | None, options: EdgeBuildOptions, *,
                    hf_cache: Path | None = None, hash_cache=None, lora_dirs: Sequence = (), taesd=None,
                    on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
@@ -113,10 +121,7 @@ def build_edge_for(entry: ModelEntry, folders: Folders, name: str | None, option
     from modules.taesd import load_taesd
 
     options.check()
-    if not entry.supported or entry.family is None:
-        raise UnsupportedModel(f"{entry.name}: {entry.reason or 'not a supported model'}")
-    if Family(entry.family) is not Family.SD15:
-        raise UnsupportedModel(f"{entry.name}: edge packages are built from SD1.5 models only")
+    check_source_entry(entry)
     name = name or default_name(entry, options)
     package_path(folders, name, overwrite=options.overwrite)  # fail before the long load
     resolved = _resolve_loras(entry, folders, options, lora_dirs)

@@ -304,9 +304,10 @@ class Engine:
     def build_edge(self, model: str, options, name: str | None = None) -> Job:
         """Queue ``build-edge`` for ``model`` (``options``: :class:`modules.edge.build.EdgeBuildOptions`).
         Progress phases are the build steps; the job returns the package folder."""
-        from modules.edge.build import EdgeBuildOptions, build_edge_for
+        from modules.edge.build import EdgeBuildOptions, build_edge_for, check_source_entry
 
         entry = self.model(model)
+        check_source_entry(entry)  # an SDXL source is refused now, before any TAESD is fetched
         if isinstance(options, dict):  # from the page or the API: plain data
             options = EdgeBuildOptions(**options)
         options.check()

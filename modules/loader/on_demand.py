@@ -80,9 +80,11 @@ class HubStatus:
 HUB = HubStatus()
 
 
-def fetch_phase(piece: Piece, done: int, total: int) -> str:
-    """The job phase shown while ``piece`` downloads: ``"fetching TAESD (madebyollin/taesd) 1.2/9.8 MB"``."""
-    return f"fetching {piece.label} ({piece.repo_id}) {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+def fetch_phase(piece: Piece, done: int, total: int) -> Message:
+    """The job phase shown while ``piece`` downloads: ``"fetching TAESD (madebyollin/taesd) 1.2/9.8 MB"``
+    (keyed: the page says it in its language)."""
+    return Message("progress.fetching", what=piece.label, repo=piece.repo_id, done=f"{done / 1e6:.1f}",
+                   total=f"{total / 1e6:.1f}")
 
 
 def fetch_piece(piece: Piece, dest: Path, missing: Message, *, on_progress: ProgressCallback | None = None,

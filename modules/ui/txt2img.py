@@ -162,6 +162,8 @@ def progress_text(t: Translator, engine, job) -> str:
     if queued is not None:
         return queued
     p = job.progress
+    if isinstance(p.phase, Message):  # e.g. a missing TAESD being fetched: "fetching TAESD … 1.2/9.8 MB"
+        return message_text(t, p.phase)
     if p.phase == "denoising" or (p.total and p.phase not in ("saving", "decoding")):
         return t("progress.step", step=p.step, total=p.total)
     key = {"loading": "progress.loading", "encoding": "progress.encoding",

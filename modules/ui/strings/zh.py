@@ -149,6 +149,7 @@ ZH: dict[str, str] = {
     "models.plan_total": "共 {total}：需下载 {missing}，磁盘剩余 {free}。",
     "models.plan_no_space": "磁盘空间不足：下载会被拒绝。",
     "models.pack_done": "{title}：完成。新模型已列在上方和模型选择框中。",
+    "progress.fetching": "正在获取 {what}（{repo}）{done}/{total} MB",
     "models.suggested": "推荐模型",
     "models.col_repo": "仓库",
     "models.col_note": "说明",
