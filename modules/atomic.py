@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 _TMP_SUFFIX = ".tmp"
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (POSIX); silently skipped where folders cannot be opened."""
     if os.name != "posix":
         return
@@ -74,7 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -109,7 +109,7 @@ def write_bytes_exclusive(path: str | os.PathLike, data: bytes) -> Path:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -200,7 +200,7 @@ def atomic_output(final: str | os.PathLike, *, tag: str = "write", folder: bool 
     finally:
         if temp.exists() or temp.is_symlink():
             remove_path(temp)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _swap(temp: Path, final: Path, overwrite: bool) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modules.atomic import fsync_dir
 from modules.downloads.hub import (
     RemoteFile,
     check_online,
@@ -228,24 +229,8 @@ def _download(client, item: FileItem, op: Operation, progress: _Bytes, command: 
         part.path.unlink(missing_ok=True)
         raise DownloadError(Message("download.checksum", name=target.name, got=digest, want=remote.sha256))
     os.replace(part.path, target)  # same folder: one atomic rename; a reader sees no file or the whole file
-    _fsync_folder(target.parent)
+    fsync_dir(target.parent)
     return target
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (POSIX; skipped where a folder cannot be opened)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def download_items(items: Sequence[FileItem], *, on_progress: ProgressCallback | None = None,
