@@ -225,9 +225,10 @@ class Engine:
         self.manager.mark_loading(f"loading {entry.name}")
         return self.queue.submit("switch", partial(self._switch_job, entry))
 
-    def prepare(self, request: GenerationRequest, capability: Capability = Capability.TXT2IMG) -> PreparedJob:
+    def prepare(self, request: GenerationRequest, capability: Capability | None = None) -> PreparedJob:
         """Check and resolve ``request`` (raises InvalidRequest, UnsupportedCapability, LoraError, …) on the
-        model it names, or the selected one. The job it becomes is pinned to that model."""
+        model it names, or the selected one. The job it becomes is pinned to that model. ``capability``
+        defaults to what the request asks for (init image: img2img; init image + mask: inpainting)."""
         entry = self.model(request.model) if request.model else self._selected
         if entry is None:
             raise NotReady(self.status().message or "no model selected")

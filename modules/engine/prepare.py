@@ -55,8 +55,10 @@ class Preparer:
     default_backend: str = "auto"
 
     def prepare(self, request: GenerationRequest, entry: ModelEntry,
-                capability: Capability = Capability.TXT2IMG) -> PreparedJob:
-        # 1. the backend that will run the model, and whether it can do what is asked
+                capability: Capability | None = None) -> PreparedJob:
+        # 1. the backend that will run the model, and whether it can do what is asked (by default the request
+        #    says: an init image is img2img, an init image and a mask is inpainting)
+        capability = capability or Capability(request.capability_name)
         info = backend_info(entry)
         self._check_backend(request, entry, info)
         if capability not in info.capabilities:

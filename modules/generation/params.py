@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from PIL import Image
+
 from modules.errors import InvalidRequest
 from modules.families import Family, family_info
 from modules.messages import Message
@@ -14,6 +16,11 @@ MAX_BATCH_COUNT = 16
 MAX_SEED = 2**32 - 1
 DECODERS = ("vae", "taesd")
 BACKENDS = ("auto", "diffusers", "onnx")
+RESIZE_MODES = ("0 (just resize)", "1 (crop and resize)", "2 (resize and fill)")
+INPAINTING_FILLS = ("0 (fill)", "1 (original)", "2 (latent noise)", "3 (latent nothing)")
+MAX_MASK_BLUR = 64
+MAX_INPAINT_PADDING = 256
+IMAGE_FIELDS = ("init_image", "mask")  # PIL images: left out of to_dict()
 
 
 @dataclass
@@ -39,16 +46,30 @@ class GenerationRequest:
     decoder: str = "vae"  # final decode: "vae" (full VAE; an edge package's best decoder) | "taesd" (fast)
     backend: str = "auto"  # auto (by model: edge packages -> onnx) | diffusers | onnx
     postprocess: list[str] = field(default_factory=list)  # extension post-processor ids (the engine checks them)
+    # img2img / inpainting (A1111 meanings); an init image makes it img2img, a mask too makes it inpainting
+    init_image: Image.Image | None = None
+    mask: Image.Image | None = None  # white = repaint, black = keep
+    denoising_strength: float = 0.75
+    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill
+    mask_blur: int = 4
+    inpaint_full_res: bool = False  # "only masked": inpaint a padded crop around the mask at full resolution
+    inpaint_full_res_padding: int = 32
+    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpainting_mask_invert: bool = False
 
     def with_defaults(self, family: Family) -> "GenerationRequest":
         """Fill unset fields from the family's defaults."""
         info = family_info(family)
+        width, height = info.width, info.height
+        if isinstance(self.init_image, Image.Image):  # img2img: the init image's size, to the size multiple
+            width, height = (max(info.min_side, min(info.max_side, side - side % info.size_multiple))
+                             for side in self.init_image.size)
         return replace(
             self,
             steps=self.steps if self.steps is not None else info.steps,
             cfg_scale=self.cfg_scale if self.cfg_scale is not None else info.cfg,
-            width=self.width or info.width,
-            height=self.height or info.height,
+            width=self.width or width,
+            height=self.height or height,
             sampler=self.sampler or info.default_sampler,
         )
 
@@ -87,9 +108,45 @@ class GenerationRequest:
             raise InvalidRequest("backend", Message("rule.choice", choices=", ".join(BACKENDS)))
         if isinstance(self.postprocess, str) or not all(isinstance(x, str) for x in self.postprocess or ()):
             raise InvalidRequest("postprocess", Message("rule.postprocess_ids"))
+        self.check_image_inputs()
+
+    def check_image_inputs(self) -> None:
+        """The img2img / inpainting rules (nothing to check without an init image or mask)."""
+        if self.init_image is not None and not isinstance(self.init_image, Image.Image):
+            raise InvalidRequest("init_image", Message("rule.image"))
+        if self.mask is not None:
+            if not isinstance(self.mask, Image.Image):
+                raise InvalidRequest("mask", Message("rule.image"))
+            if self.init_image is None:
+                raise InvalidRequest("mask", Message("rule.mask_needs_image"))
+            if self.mask.size != self.init_image.size:
+                raise InvalidRequest("mask", Message("rule.mask_size", size="%dx%d" % self.init_image.size,
+                                                     got="%dx%d" % self.mask.size))
+        if not 0.0 <= float(self.denoising_strength) <= 1.0:
+            raise InvalidRequest("denoising_strength", Message("rule.between", low=0, high=1))
+        if int(self.resize_mode) not in range(len(RESIZE_MODES)):
+            raise InvalidRequest("resize_mode", Message("rule.choice", choices=", ".join(RESIZE_MODES)))
+        if not 0 <= int(self.mask_blur) <= MAX_MASK_BLUR:
+            raise InvalidRequest("mask_blur", Message("rule.between", low=0, high=MAX_MASK_BLUR))
+        if not 0 <= int(self.inpaint_full_res_padding) <= MAX_INPAINT_PADDING:
+            raise InvalidRequest("inpaint_full_res_padding", Message("rule.between", low=0, high=MAX_INPAINT_PADDING))
+        if int(self.inpainting_fill) not in range(len(INPAINTING_FILLS)):
+            raise InvalidRequest("inpainting_fill", Message("rule.choice", choices=", ".join(INPAINTING_FILLS)))
+
+    @property
+    def capability_name(self) -> str:
+        """``txt2img``, ``img2img`` (an init image) or ``inpaint`` (an init image and a mask)."""
+        if self.init_image is None:
+            return "txt2img"
+        return "img2img" if self.mask is None else "inpaint"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data (the PIL images are left out: they are said as their sizes)."""
+        data = asdict(replace(self, init_image=None, mask=None))
+        for name in IMAGE_FIELDS:
+            image = getattr(self, name)
+            data[name] = None if image is None else {"width": image.size[0], "height": image.size[1]}
+        return data
 
 
 @dataclass
