@@ -129,6 +129,13 @@ EN: dict[str, str] = {
                      "diffusion_pytorch_model.safetensors) in {folder}, or run `{command}`",
     "missing.not_fetched": "{missing} (not fetched automatically: {reason})",
     "missing.offline": "offline, HF_HUB_OFFLINE is set",
+    # MTCNN face detector (modules/faces/weights.py)
+    "faces.mtcnn_missing": "MTCNN face-detector weights not found in {folder} (missing {files}); run `{command}` "
+                           "(it takes them from the facenet-pytorch wheel on PyPI, MIT licence)",
+    "faces.mtcnn_bad_wheel": "{path} cannot give MTCNN's weights: {reason}",
+    "faces.mtcnn_offline": "could not download the {package} wheel with pip ({reason}). Offline: on a machine "
+                           "with internet run `pip download --no-deps {package} -d DIR`, copy DIR/{wheel} here "
+                           "and run `{command} --from {wheel}`, or copy pnet.pt, rnet.pt and onet.pt into {folder}",
     # downloads (modules/downloads/)
     "download.offline": "cannot download {what}: offline (HF_HUB_OFFLINE is set); it would go to {where}. "
                         "Unset HF_HUB_OFFLINE and run `{command}`",

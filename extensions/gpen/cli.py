@@ -28,7 +28,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--upscale", type=int, help="resize the whole photo by 1-4 first (small faces gain detail)")
     p.add_argument("--strength", type=float, help="blend weight of the restored faces, 0-1 (default 1)")
-    p.add_argument("--detector", choices=["haar", "retinaface"], help="default haar (OpenCV, built in)")
+    p.add_argument("--detector", choices=["auto", "haar", "mtcnn", "retinaface"],
+                   help="default auto: mtcnn when fetch-face-detector has put its weights in models/, else haar")
     p.add_argument("--min-neighbors", type=int, help="Haar detector threshold (default 5)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false", default=None)
     p.add_argument("--models-dir", type=Path, help="models folder (default ./models); weights in <it>/GPEN/")

@@ -7,6 +7,10 @@ landmarks (eyes, nose, mouth corners, RetinaFace-style) or just the two eye cent
   ``opencv-python-headless`` (``haarcascade_frontalface_alt2.xml`` for faces, ``haarcascade_eye.xml``
   for the eyes), so nothing is downloaded. Its score is the number of raw detections merged into a
   box; ``min_neighbors`` (default 5, see docs/gpen.md for how it was chosen) is the threshold.
+* ``"mtcnn"``: MTCNN (:mod:`modules.faces`, torch), five landmarks per face, with the weights
+  ``python -m modules.cli fetch-face-detector`` puts in ``models/face-detection/mtcnn/``.
+* ``"auto"`` (what GPEN uses unless told otherwise): ``"mtcnn"`` when those weights are present, ``"haar"``
+  otherwise (:func:`resolve_detector`).
 * ``"retinaface"``: a RetinaFace-R50 checkpoint the user supplies (``models/GPEN/RetinaFace-R50.pth``,
   the file upstream GPEN uses); see :mod:`.retinaface`.
 
@@ -27,6 +31,7 @@ from .strings import msg
 #: real test photos (docs/gpen.md); used when the eye cascade does not find a plausible pair
 FALLBACK_EYES = ((0.33, 0.40), (0.67, 0.40))
 DEFAULT_MIN_NEIGHBORS = 5
+DETECTORS = ("auto", "haar", "mtcnn", "retinaface")
 
 
 @dataclass
@@ -232,10 +237,41 @@ def _detect_scaled(detector: FaceDetector, rgb: np.ndarray, scale: float) -> lis
     return merge_faces([f.scaled((sx + sy) / 2) for f in detector.detect(small)])
 
 
+class MtcnnFaces:
+    """:class:`modules.faces.detect.MtcnnDetector` behind this module's interface (five landmarks per face)."""
+
+    name = "mtcnn"
+
+    def __init__(self, detector):
+        self._detector = detector
+        self.min_face = detector.min_face
+
+    @classmethod
+    def from_models_dir(cls, models_dir, device: str = "cpu") -> MtcnnFaces:
+        from modules.faces.detect import MtcnnDetector
+        from modules.faces.weights import mtcnn_folder
+        return cls(MtcnnDetector.from_folder(mtcnn_folder(models_dir or "models"), device=device))
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return [Face(f.box, f.score, landmarks=np.array(f.landmarks, dtype=np.float64))
+                for f in self._detector.detect(rgb)]
+
+
+def resolve_detector(name: str, models_dir=None) -> str:
+    """``"auto"`` -> ``"mtcnn"`` when its weights are in ``models_dir``, else ``"haar"``; other names as given."""
+    if name != "auto":
+        return name
+    from modules.faces.weights import have_weights, mtcnn_folder
+    return "mtcnn" if have_weights(mtcnn_folder(models_dir or "models")) else "haar"
+
+
 def make_detector(name: str = "haar", *, models_dir=None, min_neighbors: int = DEFAULT_MIN_NEIGHBORS,
                   device: str = "cpu") -> FaceDetector:
+    name = resolve_detector(name, models_dir)
     if name == "haar":
         return HaarDetector(min_neighbors=min_neighbors)
+    if name == "mtcnn":
+        return MtcnnFaces.from_models_dir(models_dir, device=device)
     if name == "retinaface":
         from .retinaface import RetinaFaceDetector
         return RetinaFaceDetector.from_models_dir(models_dir, device=device)

@@ -21,7 +21,7 @@ from modules.errors import InvalidRequest, ModelLoadError
 from modules.messages import Message
 
 from .align import face_transform, feather_mask, paste_back, warp_face
-from .detect import DEFAULT_MIN_NEIGHBORS, DetectOptions, Face, detect_faces, make_detector
+from .detect import DEFAULT_MIN_NEIGHBORS, DetectOptions, Face, detect_faces, make_detector, resolve_detector
 from .strings import msg
 from .variants import DEFAULT_VARIANT, Variant, get_variant, weights_path
 
@@ -39,7 +39,7 @@ class RestoreOptions:
     tile: int = 0  # >0: detect in overlapping tiles of this size at full resolution instead
     fp16: bool = False  # half precision (CUDA only; CPU always runs fp32)
     device: str = "auto"  # auto | cpu | cuda
-    detector: str = "haar"  # haar | retinaface
+    detector: str = "auto"  # auto (mtcnn when its weights are there, else haar) | haar | mtcnn | retinaface
     min_neighbors: int = DEFAULT_MIN_NEIGHBORS  # Haar threshold (votes per face)
     upscale: int = 1  # resize the whole image by this factor first (small faces gain detail)
     strength: float = 1.0  # blend weight of the restored faces (0..1)
@@ -125,11 +125,12 @@ class FaceRestorer:
             return model
 
     def detector(self, options: RestoreOptions, device: str = "cpu"):
-        key = (options.detector, options.min_neighbors)
+        name = resolve_detector(options.detector, self.models_dir)
+        key = (name, options.min_neighbors)
         with self._lock:
             det = self._detectors.get(key)
             if det is None:
-                det = make_detector(options.detector, models_dir=self.models_dir,
+                det = make_detector(name, models_dir=self.models_dir,
                                     min_neighbors=options.min_neighbors, device=device)
                 self._detectors[key] = det
             return det

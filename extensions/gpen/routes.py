@@ -32,7 +32,7 @@ class RestoreFacesRequest(BaseModel):
     fp16: Optional[bool] = Field(None, description="half precision on a CUDA device (ignored on CPU)")
     upscale: Optional[int] = Field(None, ge=1, le=4, description="resize the whole image by this factor first")
     strength: Optional[float] = Field(None, ge=0.0, le=1.0, description="blend weight of the restored faces")
-    detector: Optional[str] = Field(None, description="haar (default, built in) or retinaface (user-supplied weights)")
+    detector: Optional[str] = Field(None, description="auto (default: mtcnn when its weights are in models/face-detection/mtcnn, else haar), haar (built in), mtcnn, or retinaface (user-supplied weights)")
     color_match: Optional[bool] = None
 
 

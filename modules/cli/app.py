@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 
-from modules.cli import edge, extensions, generate, lora, models, presets, tiny
+from modules.cli import edge, extensions, faces, generate, lora, models, presets, tiny
 from modules.cli.base import Command
 from modules.cli.settings import add_extension_flags
 from modules.errors import VisageError
 
 #: the command groups, in the order ``--help`` lists them
-GROUPS = (tiny, models, generate, presets, lora, edge, extensions)
+GROUPS = (tiny, models, faces, generate, presets, lora, edge, extensions)
 
 
 def commands() -> dict[str, Command]:

@@ -454,6 +454,12 @@ ZH: dict[str, str] = {
                      "diffusion_pytorch_model.safetensors）放到 {folder}，或运行 `{command}`",
     "missing.not_fetched": "{missing}（未自动获取：{reason}）",
     "missing.offline": "处于离线模式，已设置 HF_HUB_OFFLINE",
+    "faces.mtcnn_missing": "在 {folder} 中找不到 MTCNN 人脸检测器权重（缺少 {files}）；请运行 `{command}`"
+                           "（从 PyPI 上的 facenet-pytorch wheel 中取出，MIT 许可）",
+    "faces.mtcnn_bad_wheel": "无法从 {path} 取得 MTCNN 权重：{reason}",
+    "faces.mtcnn_offline": "无法用 pip 下载 {package} wheel（{reason}）。离线时：在能上网的机器上运行 "
+                           "`pip download --no-deps {package} -d DIR`，把 DIR/{wheel} 复制过来后运行 "
+                           "`{command} --from {wheel}`，或把 pnet.pt、rnet.pt、onet.pt 复制到 {folder}",
     # notes of a finished job
     "note.lora_unmatched": "{count} 个 LoRA 层没有匹配到任何模块，例如 {examples}",
     "note.lora": "{lora}：{note}",
