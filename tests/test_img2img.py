@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fixtures_models import tiny_folders, tiny_models  # noqa: F401 - pytest fixtures
 from modules.backends.base import Capability
 from modules.engine.prepare import Preparer
 from modules.errors import InvalidRequest, UnsupportedCapability
@@ -81,3 +82,136 @@ def test_edge_package_refuses_image_input(tmp_path, fields, capability):
     with pytest.raises(UnsupportedCapability) as info:
         preparer.prepare(GenerationRequest(**fields), entry)
     assert info.value.capability == capability and Capability(capability)
+
+
+# -- 2. masks (PIL only) ------------------------------------------------------------------------------------
+def test_resize_modes_give_the_size():
+    from modules.generation.masks import resize_image
+    src = _image((100, 50))
+    for mode in (0, 1, 2):
+        assert resize_image(src, 64, 64, mode).size == (64, 64)
+
+
+def test_crop_region_pads_and_keeps_the_aspect_ratio():
+    from modules.generation.masks import crop_region
+    box = crop_region(_mask((256, 256), (100, 100, 120, 140)), 8, 64, 64)
+    x1, y1, x2, y2 = box
+    assert x1 <= 92 and y1 <= 92 and x2 >= 128 and y2 >= 148 and x2 - x1 == y2 - y1
+
+
+# -- 3. the engine on tiny models -------------------------------------------------------------------------
+TINY = dict(width=64, height=64, steps=4, save=False)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_folders, tiny_models, tmp_path_factory):
+    from modules.engine import Engine
+    from modules.settings import Settings
+    for family in (Family.SD15, Family.SDXL):
+        tiny_models(family, "diffusers")
+    out = tmp_path_factory.mktemp("outputs")
+    eng = Engine(Settings(models_dir=tiny_folders.models, outputs_dir=out, cache_dir=tiny_folders.cache,
+                          hf_cache=tiny_folders.cache / "no-hf-cache", ckpt_cache=2))
+    eng.start(load_initial=False)
+    yield eng
+    eng.close()
+
+
+def _photo(size=(64, 64)):
+    """A smooth, textured test picture (the tiny VAE round-trips it loosely)."""
+    import numpy as np
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    rgb = np.stack([x * 255 // size[0], y * 255 // size[1], (x + y) * 127 // sum(size) + 64], -1)
+    return Image.fromarray(rgb.astype("uint8"))
+
+
+def _diff(a, b):
+    import numpy as np
+    return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b.convert("RGB"), dtype=float)).mean())
+
+
+def _gen(engine, **fields):
+    return engine.generate(GenerationRequest(**{**TINY, **fields})).wait(120)
+
+
+@pytest.mark.parametrize("family", [Family.SD15, Family.SDXL])
+def test_denoise_zero_returns_the_vae_round_trip(engine, family):
+    from modules.generation.img2img import vae_round_trip
+    model = f"tiny-{family.value}-diffusers-0"
+    photo = _photo()
+    zero = _gen(engine, model=model, init_image=photo, denoising_strength=0.0, seed=1)
+    some = _gen(engine, model=model, init_image=photo, denoising_strength=0.9, seed=1)
+    loaded = engine.manager.current
+    trip = vae_round_trip(loaded.backend.pipe, photo, engine.manager.device)
+    assert _diff(trip, zero.images[0]) == 0.0  # no step ran: the VAE round trip, nothing else
+    assert _diff(photo, some.images[0]) > _diff(photo, zero.images[0]) or _diff(some.images[0], zero.images[0]) > 1
+    assert "Denoising strength: 0.9" in some.infotexts[0]
+
+
+@pytest.mark.parametrize("family", [Family.SD15, Family.SDXL])
+@pytest.mark.parametrize("fill", [0, 1])
+def test_inpaint_keeps_pixels_outside_the_mask(engine, family, fill):
+    import numpy as np
+    from modules.generation.masks import prepare_mask
+    photo, mask = _photo(), _mask()
+    out = _gen(engine, model=f"tiny-{family.value}-diffusers-0", init_image=photo, mask=mask, seed=3,
+               denoising_strength=1.0, inpainting_fill=fill).images[0]
+    blurred = np.asarray(prepare_mask(mask, blur=4, invert=False))
+    outside = blurred == 0
+    assert outside.sum() > 1000
+    assert (np.asarray(out)[outside] == np.asarray(photo)[outside]).all()
+    assert (np.asarray(out)[~outside] != np.asarray(photo)[~outside]).any()
+
+
+def test_only_masked_touches_only_the_padded_crop(engine):
+    from modules.generation.masks import changed_box, crop_region, prepare_mask
+    photo, mask = _photo((160, 128)), _mask((160, 128), (100, 20, 120, 44))
+    result = _gen(engine, model="tiny-sd15-diffusers-0", init_image=photo, mask=mask, inpaint_full_res=True,
+                  inpaint_full_res_padding=8, denoising_strength=1.0, seed=5)
+    out = result.images[0]
+    assert out.size == photo.size  # the canvas is the full-resolution input
+    box = crop_region(prepare_mask(mask, blur=4, invert=False), 8, 64, 64)
+    changed = changed_box(photo, out)
+    assert changed is not None
+    assert box[0] <= changed[0] and box[1] <= changed[1] and changed[2] <= box[2] and changed[3] <= box[3]
+    assert "Inpaint area: Only masked" in result.infotexts[0] and "Mask blur: 4" in result.infotexts[0]
+
+
+def test_mask_of_another_size_is_refused_before_queueing(engine, tmp_path):
+    before = set(Path(engine.settings.outputs_dir).rglob("*"))
+    with pytest.raises(InvalidRequest) as info:
+        engine.prepare(GenerationRequest(model="tiny-sd15-diffusers-0", init_image=_photo(), mask=_mask((32, 32)),
+                                         **TINY))
+    assert info.value.field == "mask"
+    assert set(Path(engine.settings.outputs_dir).rglob("*")) == before
+
+
+def _rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def test_switching_capabilities_adds_no_resident_copy(engine):
+    import gc
+    model = "tiny-sd15-diffusers-0"
+    _gen(engine, model=model, prompt="warm")
+    pipe = engine.manager.current.backend.pipe
+    ptrs = {n: p.data_ptr() for n, p in pipe.unet.named_parameters()}
+    ids = {name: id(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
+    gc.collect()
+    rss0 = _rss_mb()
+    for _ in range(3):
+        _gen(engine, model=model, init_image=_photo(), denoising_strength=0.5)
+        _gen(engine, model=model, init_image=_photo(), mask=_mask(), denoising_strength=0.5)
+        _gen(engine, model=model)
+    gc.collect()
+    rss1 = _rss_mb()
+    print(f"RSS txt2img->img2img->inpaint x3: {rss0:.1f} MB -> {rss1:.1f} MB ({rss1 - rss0:+.1f} MB)")
+    assert engine.manager.current.backend.pipe is pipe
+    assert {n: p.data_ptr() for n, p in pipe.unet.named_parameters()} == ptrs
+    assert {name: id(getattr(pipe, name)) for name in ids} == ids
+    from modules.generation.img2img import derived_pipe
+    for inpaint in (False, True):
+        derived = derived_pipe(pipe, Family.SD15, inpaint=inpaint)
+        assert all(getattr(derived, n) is getattr(pipe, n) for n in ids)
+    assert rss1 - rss0 < 150

@@ -62,3 +62,5 @@ class Backend(Protocol):
         """The TAESD decoder for live previews / a TAESD final decode, or None when neither is asked for."""
 
     def txt2img(self, req: "GenerationRequest", ctx: "JobContext", *, encode, tae): ...
+
+    # img2img(req, ctx, *, encode, tae) and inpaint(...): where ``info.capabilities`` has IMG2IMG / INPAINT

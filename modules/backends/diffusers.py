@@ -7,6 +7,7 @@ from modules.backends.select import DIFFUSERS
 from modules.backends.taesd import TaesdSource
 from modules.families import Family
 from modules.generation.encoding import encode_prompts
+from modules.generation.img2img import img2img
 from modules.generation.txt2img import txt2img
 
 
@@ -21,6 +22,7 @@ class DiffusersBackend:
         self.dtype = dtype
         self._patcher = patcher  # modules.lora.patcher.LoraPatcher, shared by all models
         self._taesd = taesd
+        self._derived: dict = {}  # img2img / inpaint pipelines built from this one's components
         pipe.set_progress_bar_config(disable=True)
 
     def to(self, device) -> None:
@@ -43,3 +45,13 @@ class DiffusersBackend:
 
     def txt2img(self, req, ctx, *, encode, tae):
         return txt2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae)
+
+    def img2img(self, req, ctx, *, encode, tae):
+        """img2img through the pipeline built from this one's components (``from_pipe``: no new weights)."""
+        return img2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae,
+                       cache=self._derived)
+
+    def inpaint(self, req, ctx, *, encode, tae):
+        """Inpainting (``req.mask``), through the inpaint pipeline built from this one's components."""
+        return img2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae,
+                       cache=self._derived)

@@ -16,7 +16,8 @@ class BackendInfo:
     runtime_loras: bool
 
 
-DIFFUSERS = BackendInfo(BackendKind.DIFFUSERS, frozenset({Capability.TXT2IMG}), runtime_loras=True)
+DIFFUSERS = BackendInfo(BackendKind.DIFFUSERS, frozenset({Capability.TXT2IMG, Capability.IMG2IMG, Capability.INPAINT}),
+                        runtime_loras=True)
 EDGE = BackendInfo(BackendKind.ONNX, frozenset({Capability.TXT2IMG}), runtime_loras=False)
 
 

@@ -48,7 +48,7 @@ class GenerationRunner:
             loaded = self.manager.activate(job.entry, on_phase=ctx.report)
             self.ensure_hash(loaded.entry)
             report = loaded.backend.apply_loras(list(job.loras))
-            # 2. the capability (txt2img), prompt embeddings through the cache; 3. post-processors
+            # 2. the capability (txt2img, img2img, inpaint), prompt embeddings through the cache; 3. post-processors
             images, seeds, post = self._sample(loaded, job, replace(req, prompt=clean_prompt), report, ctx)
         # 4. infotext and saving
         notes = list(report.notes) + post.notes
@@ -75,7 +75,8 @@ class GenerationRunner:
         oom = None
         try:
             encode = partial(self.encode_cached, loaded, text_encoder_state(report.text_encoder_state))
-            out = loaded.backend.txt2img(req, ctx, encode=encode, tae=loaded.backend.decoder_for(req))
+            run = getattr(loaded.backend, job.capability.value)  # txt2img | img2img | inpaint
+            out = run(req, ctx, encode=encode, tae=loaded.backend.decoder_for(req))
             post = run_postprocessors(  # extensions' post-processors, still on the device lock
                 out.images, out.seeds, req, list(job.postprocessors), report=ctx.report,
                 check_cancelled=ctx.check_cancelled, options_for=self.options_for, device=str(self.device))
@@ -110,6 +111,25 @@ def infotext_params(req: GenerationRequest, entry: ModelEntry, seed: int) -> dic
         params["Styles"] = ", ".join(req.styles)
     if req.decoder == "taesd":
         params["Decoder"] = "TAESD"
+    params.update(image_params(req))
     params.update(req.extra_infotext)
     params["Version"] = f"Visage {__version__}"
     return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def image_params(req: GenerationRequest) -> dict:
+    """A1111's img2img / inpainting infotext keys (none for txt2img)."""
+    if req.init_image is None:
+        return {}
+    params = {"Denoising strength": req.denoising_strength}
+    if req.resize_mode:
+        params["Resize mode"] = ("Just resize", "Crop and resize", "Resize and fill")[req.resize_mode]
+    if req.mask is not None:
+        params["Mask blur"] = req.mask_blur
+        if req.inpainting_mask_invert:
+            params["Mask mode"] = "Inpaint not masked"
+        params["Masked content"] = ("fill", "original", "latent noise", "latent nothing")[req.inpainting_fill]
+        if req.inpaint_full_res:
+            params["Inpaint area"] = "Only masked"
+            params["Masked area padding"] = req.inpaint_full_res_padding
+    return params

@@ -81,7 +81,7 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
         batch = seeds[b * req.batch_size:(b + 1) * req.batch_size]
         generators = [torch.Generator("cpu").manual_seed(s) for s in batch]
         out = pipe(
-            **_call_embeds(embeds, do_cfg),
+            **call_embeds(embeds, do_cfg),
             height=req.height, width=req.width, num_inference_steps=req.steps,
             guidance_scale=req.cfg_scale, num_images_per_prompt=req.batch_size,
             generator=generators, output_type="latent" if fast_decode else "pil",
@@ -92,7 +92,7 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
     return Txt2ImgOutput(images=images, seeds=seeds)
 
 
-def _call_embeds(embeds: Embeds, do_cfg: bool) -> Embeds:
+def call_embeds(embeds: Embeds, do_cfg: bool) -> Embeds:
     """Drop the negative entries when CFG is off (pipelines reject unused negatives for some families)."""
     if do_cfg:
         return dict(embeds)
