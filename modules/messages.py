@@ -80,6 +80,7 @@ EN: dict[str, str] = {
     "rule.distill_prune": "distillation recovers a pruned U-Net: give --prune too",
     "rule.decoder_needed": "a package needs a decoder: TAESD, the full VAE, or both",
     "rule.image": "must be an image",
+    "rule.megapixels": "{size} is over {n} megapixels",
     "rule.mask_needs_image": "a mask needs an init image (inpainting repaints part of an image)",
     "rule.mask_size": "must be the size of the init image ({size}), not {got}",
     "rule.calibration": "needs at least one prompt and one step",

@@ -215,3 +215,74 @@ def test_switching_capabilities_adds_no_resident_copy(engine):
         derived = derived_pipe(pipe, Family.SD15, inpaint=inpaint)
         assert all(getattr(derived, n) is getattr(pipe, n) for n in ids)
     assert rss1 - rss0 < 150
+
+
+# -- 4. the APIs (in process) -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(engine):
+    from api_fixtures import make_client
+    return make_client(engine, engine.settings)
+
+
+def _b64(image) -> str:
+    import base64
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _unb64(text: str):
+    import base64
+    import io
+    return Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB")
+
+
+A1111 = dict(steps=2, width=64, height=64, sampler_name="Euler a", seed=11,
+             override_settings={"sd_model_checkpoint": "tiny-sd15-diffusers-0"})
+
+
+def test_sdapi_img2img_and_inpaint_round_trip(client):
+    import json
+
+    import numpy as np
+
+    from modules.generation.masks import prepare_mask
+    photo = _photo()
+    r = client.post("/sdapi/v1/img2img", json={**A1111, "init_images": [_b64(photo)], "denoising_strength": 0.5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert _unb64(body["images"][0]).size == (64, 64)
+    info = json.loads(body["info"])
+    assert info["denoising_strength"] == 0.5 and "init_images" not in body["parameters"]
+    r = client.post("/sdapi/v1/img2img", json={**A1111, "init_images": [_b64(photo)], "mask": _b64(_mask()),
+                                               "denoising_strength": 1.0, "inpainting_fill": 1,
+                                               "inpaint_full_res": False})
+    assert r.status_code == 200, r.text
+    out = np.asarray(_unb64(r.json()["images"][0]))
+    outside = np.asarray(prepare_mask(_mask(), blur=4, invert=False)) == 0
+    assert (out[outside] == np.asarray(photo)[outside]).all()
+    assert json.loads(r.json()["info"])["is_using_inpainting_conditioning"] is True
+
+
+@pytest.mark.parametrize("extra, field", [
+    (dict(mask="MASK32"), "mask"), (dict(init_images=["bm90IGFuIGltYWdl"]), "init_images.0"),
+    (dict(init_images=["BOMB"]), "init_images.0")])
+def test_sdapi_bad_uploads_are_422_and_write_nothing(client, engine, extra, field):
+    before = set(Path(engine.settings.outputs_dir).rglob("*"))
+    bomb = Image.new("L", (8000, 7000))  # 56 megapixels of nothing: a few kB of PNG
+    swap = {"MASK32": _b64(_mask((32, 32))), "BOMB": _b64(bomb)}
+    extra = {k: ([swap.get(x, x) for x in v] if isinstance(v, list) else swap.get(v, v)) for k, v in extra.items()}
+    r = client.post("/sdapi/v1/img2img", json={**A1111, "init_images": [_b64(_photo())], "save_images": True,
+                                               **extra})
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    assert set(Path(engine.settings.outputs_dir).rglob("*")) == before
+
+
+def test_native_img2img(client):
+    r = client.post("/api/v1/img2img", json={"model": "tiny-sd15-diffusers-0", "steps": 2, "width": 64,
+                                             "height": 64, "seed": 2, "init_image": _b64(_photo()),
+                                             "mask": _b64(_mask()), "denoising_strength": 0.8, "save": False})
+    assert r.status_code == 200, r.text
+    assert "Denoising strength: 0.8" in r.json()["infotexts"][0] and "Mask blur: 4" in r.json()["infotexts"][0]

@@ -266,13 +266,41 @@ A1111_IGNORED_EFFECTIVE = ("enable_hr", "restore_faces", "tiling", "subseed_stre
                            "firstpass_image")
 
 
+#: A1111 img2img fields Visage accepts and ignores, with their types
+A1111_IMG2IMG_IGNORED: dict[str, Any] = {
+    "image_cfg_scale": (float | None, None), "include_init_images": (bool, False),
+    "initial_noise_multiplier": (float | None, None), "latent_mask": (str | None, None),
+    "inpainting_mask_weight": (float | None, None), "mask_round": (bool, True),
+    "mask_blur_x": (int, 4), "mask_blur_y": (int, 4),
+}
+
+
+def image_fields(limits: ApiLimits, *, a1111: bool) -> dict[str, Any]:
+    """The img2img / inpainting fields (A1111's API defaults on /sdapi: fill, only masked, padding 0)."""
+    Upload = Annotated[str, Field(max_length=limits.max_upload_bytes * 4 // 3 + 64)]
+    return {
+        "denoising_strength": (float, Field(0.75, ge=0.0, le=1.0)),
+        "resize_mode": (int, Field(0, ge=0, le=2, description="0 just resize, 1 crop and resize, 2 resize and fill")),
+        "mask": (Upload | None, Field(None, description="base64 image, white = repaint, the init image's size")),
+        "mask_blur": (int, Field(4, ge=0, le=64)),
+        "inpainting_fill": (int, Field(0 if a1111 else 1, ge=0, le=3,
+                                       description="0 fill, 1 original, 2 latent noise, 3 latent nothing")),
+        "inpaint_full_res": (bool | int, Field(a1111, description="only masked: the padded crop at full size")),
+        "inpaint_full_res_padding": (int, Field(0 if a1111 else 32, ge=0, le=256)),
+        "inpainting_mask_invert": (int | bool, Field(0, ge=0, le=1, description="1: repaint the black part")),
+    }
+
+
 class RequestModels:
     """The request schemas for one set of limits (built by :func:`request_models`)."""
 
-    def __init__(self, generate: type[BaseModel], txt2img: type[BaseModel], lora_weight: type[BaseModel]):
+    def __init__(self, generate: type[BaseModel], txt2img: type[BaseModel], lora_weight: type[BaseModel],
+                 img2img: type[BaseModel] | None = None, native_img2img: type[BaseModel] | None = None):
         self.generate = generate
         self.txt2img = txt2img
         self.lora_weight = lora_weight
+        self.img2img = img2img
+        self.native_img2img = native_img2img
 
 
 def request_models(limits: ApiLimits) -> RequestModels:
@@ -340,4 +368,14 @@ def request_models(limits: ApiLimits) -> RequestModels:
     Txt2ImgRequest = create_model(
         "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True), **txt2img_fields)
     Txt2ImgRequest.__doc__ = "A1111's txt2img request; fields Visage does not use are accepted and ignored."
-    return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight)
+    Upload = Annotated[str, Field(max_length=limits.max_upload_bytes * 4 // 3 + 64)]
+    Img2ImgRequest = create_model(
+        "StableDiffusionImg2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True),
+        **{**txt2img_fields, **A1111_IMG2IMG_IGNORED, **image_fields(limits, a1111=True)},
+        init_images=(list[Upload], Field(..., min_length=1, max_length=limits.max_list)))
+    Img2ImgRequest.__doc__ = "A1111's img2img request (a mask makes it inpainting); unused fields are ignored."
+    NativeImg2Img = create_model(
+        "Img2ImgRequest", __base__=GenerateRequest, **image_fields(limits, a1111=False),
+        init_image=(Upload, Field(..., description="base64 image")))
+    NativeImg2Img.__doc__ = "Visage's img2img / inpainting request: the generate fields, an image and a mask."
+    return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight, Img2ImgRequest, NativeImg2Img)

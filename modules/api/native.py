@@ -14,6 +14,7 @@ from modules.api.models import (
 )
 from modules.api.names import output_file
 from modules.api.runtime import ApiRuntime
+from modules.api.sdapi import image_request
 from modules.generation.params import GenerationRequest
 
 
@@ -31,6 +32,8 @@ def _relative_files(paths: list[str], outputs: Path) -> list[str]:
 def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> APIRouter:
     router = APIRouter(dependencies=dependencies, responses=ERROR_RESPONSES)
     _job_routes(router, rt, models.generate)
+    if models.native_img2img is not None:
+        _img2img_routes(router, rt, models.native_img2img)
     _model_routes(router, rt)
     _list_routes(router, rt)
     return router
@@ -38,23 +41,37 @@ def native_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> 
 
 def _job_routes(router: APIRouter, rt: ApiRuntime, GenerateRequest) -> None:  # noqa: N803 - a model class
     """Generation."""
-    engine = rt.engine
-
     @router.post("/api/v1/generate", response_model=GenerateResponse, tags=["native"],
                  summary="Generate images (queued with the page's jobs)")
     async def generate(body: GenerateRequest) -> GenerateResponse:  # type: ignore[valid-type]
-        req = GenerationRequest(
-            prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
-            seed=body.seed, width=body.width, height=body.height, sampler=body.sampler,
-            batch_size=body.batch_size, batch_count=body.batch_count, clip_skip=body.clip_skip, model=body.model,
-            preset=body.preset, styles=list(body.styles), loras=[(lw.name, lw.weight) for lw in body.loras],
-            save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend,
-            postprocess=list(body.postprocess))
-        result = await rt.generate(req)
-        images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
-        return GenerateResponse(images=images, infotexts=result.infotexts, seeds=result.seeds,
-                                files=_relative_files(result.paths, rt.settings.outputs_dir), model=result.model,
-                                elapsed_s=round(result.elapsed_s, 4), notes=result.notes)
+        return await _native_response(rt, native_request(body))
+
+
+def _img2img_routes(router: APIRouter, rt: ApiRuntime, Img2ImgRequest) -> None:  # noqa: N803 - a model class
+    @router.post("/api/v1/img2img", response_model=GenerateResponse, tags=["native"],
+                 summary="img2img, or inpainting with a mask (queued with the page's jobs)")
+    async def img2img(body: Img2ImgRequest) -> GenerateResponse:  # type: ignore[valid-type]
+        req = await run_in_threadpool(lambda: image_request(rt, native_request(body), body, body.init_image,
+                                                            "init_image"))
+        return await _native_response(rt, req)
+
+
+def native_request(body) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
+        seed=body.seed, width=body.width, height=body.height, sampler=body.sampler,
+        batch_size=body.batch_size, batch_count=body.batch_count, clip_skip=body.clip_skip, model=body.model,
+        preset=body.preset, styles=list(body.styles), loras=[(lw.name, lw.weight) for lw in body.loras],
+        save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend,
+        postprocess=list(body.postprocess))
+
+
+async def _native_response(rt: ApiRuntime, req: GenerationRequest) -> GenerateResponse:
+    result = await rt.generate(req)
+    images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
+    return GenerateResponse(images=images, infotexts=result.infotexts, seeds=result.seeds,
+                            files=_relative_files(result.paths, rt.settings.outputs_dir), model=result.model,
+                            elapsed_s=round(result.elapsed_s, 4), notes=result.notes)
 
 
 def _model_routes(router: APIRouter, rt: ApiRuntime) -> None:

@@ -3,12 +3,15 @@
 Requests use A1111's field names and shapes; fields Visage has no use for are accepted and ignored
 (listed in docs/api.md, and those that would change the picture are named in ``info``).
 """
+import io
 import json
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body
+from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from modules import __version__
@@ -25,7 +28,7 @@ from modules.generation.params import GenerationRequest, GenerationResult
 from modules.messages import Message
 from modules.names import check_name
 from modules.outputs.infotext import parse_infotext, parse_size
-from modules.outputs.saving import read_png_parameters
+from modules.outputs.saving import MAX_READ_PIXELS, read_png_parameters
 from modules.registry.entry import ModelFormat
 
 PREFIX = "/sdapi/v1"
@@ -121,6 +124,8 @@ def _ignored_in_use(body) -> list[str]:
 def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> APIRouter:
     router = APIRouter(prefix=PREFIX, dependencies=dependencies, responses=ERROR_RESPONSES, tags=["sdapi"])
     _generation_routes(router, rt, models.txt2img)
+    if models.img2img is not None:
+        _img2img_routes(router, rt, models.img2img)
     _model_routes(router, rt)
     _progress_routes(router, rt)
     _list_routes(router, rt)
@@ -128,53 +133,100 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
 
 
 def _generation_routes(router: APIRouter, rt: ApiRuntime, Txt2ImgRequest) -> None:  # noqa: N803 - a model class
-    engine = rt.engine
-
-    def _txt2img_request(body) -> GenerationRequest:
-        overrides = body.override_settings or {}
-        model = overrides.get("sd_model_checkpoint")
-        if model is not None and not isinstance(model, str):
-            raise InvalidRequest("override_settings.sd_model_checkpoint", Message("rule.model_name"))
-        clip_skip = overrides.get("CLIP_stop_at_last_layers", rt.options.get("CLIP_stop_at_last_layers"))
-        if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
-            raise InvalidRequest("override_settings.CLIP_stop_at_last_layers",
-                                 Message("rule.whole_from", low=1, high=12))
-        entry = engine.model(model, "override_settings.sd_model_checkpoint") if model else engine.selected
-        family = entry.family if entry is not None else engine.family_of(None)
-        sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
-        restorer = _face_restorer()
-        save = bool(body.save_images) and not body.do_not_save_samples and rt.options.get("samples_save")
-        every = rt.options.get("show_progress_every_n_steps") if rt.options.get("live_previews_enable") else 0
-        return GenerationRequest(
-            prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
-            seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
-            batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
-            preview_every=max(0, every),  # Engine.prepare turns previews off where TAESD is missing
-            postprocess=[restorer.id] if body.restore_faces and restorer else [])
-
-    def _face_restorer():
-        """The extension post-processor ``restore_faces: true`` selects (None: none installed)."""
-        return rt.extensions.face_restorer() if rt.extensions is not None else None
-
     @router.post("/txt2img", response_model=Txt2ImgResponse, summary="A1111 txt2img")
     async def txt2img(body: Txt2ImgRequest) -> Txt2ImgResponse:  # type: ignore[valid-type]
-        req = await run_in_threadpool(_txt2img_request, body)
-        try:
-            result = await rt.generate(req)
-        except ApiError as exc:
-            if exc.code != "interrupted":
-                raise
-            result = GenerationResult(images=[], seeds=[], infotexts=[], paths=[], model="",
-                                      notes=["interrupted"])
-        images = ([encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
-                  if body.send_images else [])
-        restorer = _face_restorer() if body.restore_faces else None
-        ignored = [k for k in _ignored_in_use(body) if not (k == "restore_faces" and restorer)]
-        info = a1111_info(result, body, list(body.styles or []), ignored)
-        if restorer is not None and result.infotexts:
-            info["restore_faces"] = True
-            info["face_restoration_model"] = info["extra_generation_params"].get("Face restoration") or restorer.id
-        return Txt2ImgResponse(images=images, parameters=body.model_dump(mode="json"), info=json.dumps(info))
+        req = await run_in_threadpool(a1111_request, rt, body)
+        return await _a1111_response(rt, body, req)
+
+
+def _img2img_routes(router: APIRouter, rt: ApiRuntime, Img2ImgRequest) -> None:  # noqa: N803 - a model class
+    @router.post("/img2img", response_model=Txt2ImgResponse, summary="A1111 img2img (with a mask: inpainting)")
+    async def img2img(body: Img2ImgRequest) -> Txt2ImgResponse:  # type: ignore[valid-type]
+        def build() -> GenerationRequest:
+            req = a1111_request(rt, body)
+            return image_request(rt, req, body, body.init_images[0], "init_images.0")
+
+        req = await run_in_threadpool(build)
+        return await _a1111_response(rt, body, req, exclude={"init_images", "mask"})
+
+
+def image_request(rt: ApiRuntime, req: GenerationRequest, body, image: str, field: str) -> GenerationRequest:
+    """``req`` with the upload(s) decoded (bomb-safe) and the img2img / inpainting fields of ``body``."""
+    return replace(
+        req, init_image=open_upload(image, rt.limits.max_upload_bytes, field),
+        mask=open_upload(body.mask, rt.limits.max_upload_bytes, "mask") if body.mask else None,
+        denoising_strength=body.denoising_strength, resize_mode=body.resize_mode, mask_blur=body.mask_blur,
+        inpainting_fill=body.inpainting_fill, inpaint_full_res=bool(body.inpaint_full_res),
+        inpaint_full_res_padding=body.inpaint_full_res_padding,
+        inpainting_mask_invert=bool(body.inpainting_mask_invert))
+
+
+def open_upload(data: str, max_bytes: int, field: str):
+    """A base64 upload as a loaded PIL image; over-size, over-pixel (decompression bomb) and non-images are
+    InvalidRequest(field) before any pixel is decoded."""
+    raw = decode_upload(data, max_bytes, field)
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if width * height > MAX_READ_PIXELS:
+                raise InvalidRequest(field, Message("rule.megapixels", size=f"{width}x{height}",
+                                                    n=MAX_READ_PIXELS // 1_000_000))
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        raise InvalidRequest(field, Message("rule.image")) from None
+
+
+def a1111_request(rt: ApiRuntime, body) -> GenerationRequest:
+    """An A1111 txt2img (or img2img) body -> GenerationRequest, without the images."""
+    engine = rt.engine
+    overrides = body.override_settings or {}
+    model = overrides.get("sd_model_checkpoint")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("override_settings.sd_model_checkpoint", Message("rule.model_name"))
+    clip_skip = overrides.get("CLIP_stop_at_last_layers", rt.options.get("CLIP_stop_at_last_layers"))
+    if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
+        raise InvalidRequest("override_settings.CLIP_stop_at_last_layers",
+                             Message("rule.whole_from", low=1, high=12))
+    entry = engine.model(model, "override_settings.sd_model_checkpoint") if model else engine.selected
+    family = entry.family if entry is not None else engine.family_of(None)
+    sampler = a1111_sampler(body.sampler_name or body.sampler_index, body.scheduler, family)
+    restorer = _face_restorer(rt)
+    save = bool(body.save_images) and not body.do_not_save_samples and rt.options.get("samples_save")
+    every = rt.options.get("show_progress_every_n_steps") if rt.options.get("live_previews_enable") else 0
+    return GenerationRequest(
+        prompt=body.prompt, negative_prompt=body.negative_prompt, steps=body.steps, cfg_scale=body.cfg_scale,
+        seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
+        batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
+        preview_every=max(0, every),  # Engine.prepare turns previews off where TAESD is missing
+        postprocess=[restorer.id] if body.restore_faces and restorer else [])
+
+
+def _face_restorer(rt: ApiRuntime):
+    """The extension post-processor ``restore_faces: true`` selects (None: none installed)."""
+    return rt.extensions.face_restorer() if rt.extensions is not None else None
+
+
+async def _a1111_response(rt: ApiRuntime, body, req: GenerationRequest, exclude=None) -> Txt2ImgResponse:
+    try:
+        result = await rt.generate(req)
+    except ApiError as exc:
+        if exc.code != "interrupted":
+            raise
+        result = GenerationResult(images=[], seeds=[], infotexts=[], paths=[], model="", notes=["interrupted"])
+    images = ([encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
+              if body.send_images else [])
+    restorer = _face_restorer(rt) if body.restore_faces else None
+    ignored = [k for k in _ignored_in_use(body) if not (k == "restore_faces" and restorer)]
+    info = a1111_info(result, body, list(body.styles or []), ignored)
+    if req.init_image is not None:
+        info["denoising_strength"] = req.denoising_strength
+        info["is_using_inpainting_conditioning"] = req.mask is not None
+    if restorer is not None and result.infotexts:
+        info["restore_faces"] = True
+        info["face_restoration_model"] = info["extra_generation_params"].get("Face restoration") or restorer.id
+    return Txt2ImgResponse(images=images, parameters=body.model_dump(mode="json", exclude=exclude),
+                           info=json.dumps(info))
 
 
 def _model_routes(router: APIRouter, rt: ApiRuntime) -> None:
