@@ -724,3 +724,46 @@ def test_a_piece_fetched_inside_a_generation_shows_as_its_progress(engine):
         "fetching TAESD (madebyollin/taesd) 1.2/9.8 MB"
     assert page.progress_text(Translator("zh", strict=True), engine, job) == \
         "正在获取 TAESD（madebyollin/taesd）1.2/9.8 MB"
+
+
+def test_img2img_and_inpaint_tabs_send_the_photo_mask_and_options(engine):
+    """img2img sends the photo and the denoise/resize options; Inpaint turns what was painted in the image
+    editor into the mask (white = redo) with its options; no photo or no mask is a message, not a job."""
+    from modules.ui import img2img
+
+    demo = build_blocks(engine, Translator("en", strict=True))
+    photo = Image.new("RGB", (64, 48), (120, 90, 60))
+    final = list(endpoint(demo, "img2img")(photo, None, "a face", "", "", "Euler", 4, 7.0, 5, 1, 1, 0.4, 1))[-1]
+    assert final[0], "no images"
+    sent = engine.submitted[-1]
+    assert sent.init_image.size == (64, 48) and sent.mask is None
+    assert (sent.denoising_strength, sent.resize_mode, sent.prompt) == (0.4, 1, "a face")
+
+    layer = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (10, 10, 30, 20))
+    editor = {"background": photo, "layers": [layer], "composite": photo}
+    list(endpoint(demo, "inpaint")(editor, None, "a face", "", "", "Euler", 4, 7.0, 5, 1, 1, 0.6, 0,
+                                   8, True, 16, 2, True))
+    sent = engine.submitted[-1]
+    assert sent.mask.getbbox() == (10, 10, 30, 20) and sent.mask.getpixel((15, 15)) == 255
+    assert (sent.mask_blur, sent.inpaint_full_res, sent.inpaint_full_res_padding, sent.inpainting_fill,
+            sent.inpainting_mask_invert) == (8, True, 16, 2, True)
+    count = len(engine.submitted)
+    with pytest.raises(gr.Error, match="Paint over"):
+        next(endpoint(demo, "inpaint")({"background": photo, "layers": []}, None, "x", "", "", "Euler", 4, 7.0,
+                                       5, 1, 1, 0.6, 0))
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        next(endpoint(demo, "img2img")(None, None, "x", "", "", "Euler", 4, 7.0, 5, 1, 1, 0.6, 0))
+    assert len(engine.submitted) == count
+    assert img2img.editor_mask({"background": photo, "layers": [Image.new("RGBA", (64, 48))]})[1] is None
+
+
+def test_send_the_selected_txt2img_image_to_inpaint(engine, tmp_path):
+    from modules.ui import picked_image
+
+    a, b = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    path = tmp_path / "b.png"
+    b.save(path)
+    assert picked_image([(a, None), (str(path), None)], 1).getpixel((0, 0)) == (0, 0, 255)
+    assert picked_image([(a, None)], 5).getpixel((0, 0)) == (255, 0, 0)  # out of range: the first
+    assert picked_image([], 0) is None

@@ -351,7 +351,7 @@ def test_system_tab_timer_follows_the_selected_tab(engine):
     timer = next(b for b in demo.blocks.values() if isinstance(b, gr.Timer) and b.value == system_tab.REFRESH_S)
     toggles = [f for f in demo.fns.values() if f.outputs == [timer]]
     results = sorted(f.fn().active for f in toggles)
-    assert results == [False, False, False, True]
+    assert results == [False] * 5 + [True]  # txt2img, img2img, inpaint, PNG Info, Models off; System on
 
 
 # -- over HTTP ----------------------------------------------------------------------------------------

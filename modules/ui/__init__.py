@@ -30,7 +30,8 @@ from modules.errors import VisageError
 from modules.families import family_info
 from modules.ui import header as header_ui
 from modules.ui import (
-    edge_tab, extensions_panel, history_tab, lora_panel, merge_tab, models_tab, pnginfo, presets_panel, system_tab, txt2img,
+    edge_tab, extensions_panel, history_tab, img2img, lora_panel, merge_tab, models_tab, pnginfo, presets_panel,
+    system_tab, txt2img,
 )
 from modules.outputs.infotext import request_from_infotext
 from modules.ui.common import model_choices, ui_error, ui_info
@@ -41,6 +42,8 @@ __all__ = ["build_page", "build_blocks"]
 #: ids of the tabs (``gr.Tabs(selected=...)``)
 TAB_TXT2IMG = "txt2img"
 TAB_PNGINFO = "pnginfo"
+TAB_IMG2IMG = "img2img"
+TAB_INPAINT = "inpaint"
 TAB_MODELS = "models"
 TAB_MERGE = "merge"
 TAB_EDGE = "edge"
@@ -112,6 +115,7 @@ def build_blocks(engine, t: Translator, extensions=None) -> gr.Blocks:
                          api_visibility="private") \
                 .success(lambda: presets_panel.chip_updates(t, None), None, page.txt.presets.chip_outputs,
                          api_visibility="private", show_progress="hidden")
+        _wire_send_to_image_tabs(engine, page)
         language.input(None, language, None, js=SWITCH_LANG_JS, api_visibility="private", queue=False)
         demo.load(None, None, None, js=KEYS_JS, api_visibility="private", queue=False)
     return demo
@@ -122,6 +126,10 @@ def _build_tabs(engine, t: Translator, extensions) -> SimpleNamespace:
     with gr.Tabs(selected=TAB_TXT2IMG) as tabs:
         with gr.Tab(t("tab.txt2img"), id=TAB_TXT2IMG) as txt_page:
             txt = txt2img.build(engine, t, postprocessors=extensions.postprocessors if extensions else ())
+        with gr.Tab(t("tab.img2img"), id=TAB_IMG2IMG) as img2img_page:
+            img2img_tab = img2img.build(engine, t, img2img.IMG2IMG)
+        with gr.Tab(t("tab.inpaint"), id=TAB_INPAINT) as inpaint_page:
+            inpaint_tab = img2img.build(engine, t, img2img.INPAINT)
         with gr.Tab(t("tab.pnginfo"), id=TAB_PNGINFO) as png_page:
             png = pnginfo.build(engine, t)
         with gr.Tab(t("tab.history"), id=TAB_HISTORY) as history_page:
@@ -136,16 +144,16 @@ def _build_tabs(engine, t: Translator, extensions) -> SimpleNamespace:
             system = system_tab.build(engine, t)
             extensions_panel.build_accordion(t, extensions)
         ext_pages = extensions_panel.build_tabs(engine, t, extensions)
-    pages = SimpleNamespace(txt=txt_page, png=png_page, history=history_page, models=models_page,
+    pages = SimpleNamespace(txt=txt_page, img2img=img2img_page, inpaint=inpaint_page, png=png_page, history=history_page, models=models_page,
                             merge=merge_page, edge=edge_page, system=system_page, extensions=ext_pages)
-    return SimpleNamespace(tabs=tabs, pages=pages, txt=txt, png=png, hist=hist, models=models, merge=merge,
+    return SimpleNamespace(tabs=tabs, pages=pages, txt=txt, img2img=img2img_tab, inpaint=inpaint_tab, png=png, hist=hist, models=models, merge=merge,
                            edge=edge, system=system)
 
 
 def _wire_tab_opening(engine, t: Translator, page: SimpleNamespace) -> None:
     """What opening a tab refreshes. The System tab refreshes itself only while it is open."""
     pages, system, hist = page.pages, page.system, page.hist
-    for tab in (pages.txt, pages.png, pages.models, *pages.extensions):
+    for tab in (pages.txt, pages.img2img, pages.inpaint, pages.png, pages.models, *pages.extensions):
         tab.select(lambda: system_tab.timer_update(False), None, system.timer,
                    api_visibility="private", queue=False)
     # opening History also re-reads the outputs folder (images made since the page was built show up)
@@ -199,6 +207,41 @@ def _wire_model_events(engine, t: Translator, demo: gr.Blocks, top, page: Simple
     page.edge.build_event.success(lambda: (refresh_choices(), *models_tab.make_refresh(engine, t)()), None,
                                   [top.model, models.summary, models.table], api_visibility="private",
                                   show_progress="hidden")
+
+
+def picked_image(gallery, index):
+    """The gallery's selected image (the first when none was clicked) as a PIL image, or None."""
+    from PIL import Image
+
+    items = list(gallery or [])
+    if not items:
+        return None
+    item = items[index if isinstance(index, int) and 0 <= index < len(items) else 0]
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(image, dict):  # a file reference
+        image = image.get("path") or image.get("url")
+    if isinstance(image, str):
+        with Image.open(image) as im:
+            image = im.convert("RGB")
+    return image if isinstance(image, Image.Image) else None
+
+
+def _wire_send_to_image_tabs(engine, page: SimpleNamespace) -> None:
+    """"Send to img2img / inpaint" under the txt2img gallery: the selected image and its prompts, then the tab."""
+    from modules.outputs.infotext import parse_infotext
+
+    txt = page.txt
+    for button, target, tab_id in ((txt.send_img2img, page.img2img, TAB_IMG2IMG),
+                                   (txt.send_inpaint, page.inpaint, TAB_INPAINT)):
+        def send(gallery, index, infotext, _tab_id=tab_id):
+            image = picked_image(gallery, index)
+            if image is None:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            prompt, negative, _params = parse_infotext(infotext or "")
+            return image, prompt, negative, gr.Tabs(selected=_tab_id)
+
+        button.click(send, [txt.gallery, txt.selected, txt.infotext],
+                     [target.image, target.prompt, target.negative_prompt, page.tabs], api_visibility="private")
 
 
 def make_after_merge(engine, t: Translator):

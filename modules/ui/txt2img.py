@@ -53,6 +53,9 @@ class Txt2ImgTab:
     backend: gr.Radio | None = None  # auto | diffusers | onnx
     decoder: gr.Radio | None = None  # final decode: vae | taesd
     preview_every: gr.Slider | None = None  # live TAESD preview every N steps (0 = off)
+    send_img2img: gr.Button | None = None  # the selected image to the img2img / Inpaint tab (wired by the page)
+    send_inpaint: gr.Button | None = None
+    selected: gr.State | None = None  # the gallery's selected index
 
     @property
     def run_options(self) -> list:
@@ -334,7 +337,10 @@ def build(engine, t: Translator, postprocessors=()) -> Txt2ImgTab:
                                       interactive=False, elem_id="txt2img_gallery")
             c["infotext"] = gr.Textbox(label=t("txt2img.infotext"), lines=4, interactive=False,
                                        buttons=["copy"], elem_id="txt2img_infotext")
-    c["infotexts"], c["seeds"] = gr.State([]), gr.State([])
+            with gr.Row():
+                c["send_img2img"] = gr.Button(t("img2img.send"), size="sm", elem_id="txt2img_send_img2img")
+                c["send_inpaint"] = gr.Button(t("inpaint.send"), size="sm", elem_id="txt2img_send_inpaint")
+    c["infotexts"], c["seeds"], c["selected"] = gr.State([]), gr.State([]), gr.State(0)
     tab = Txt2ImgTab(**c)
     _wire(engine, t, tab)
     return tab
@@ -415,6 +421,7 @@ def _wire(engine, t: Translator, tab: Txt2ImgTab) -> None:
 
     def on_select(texts: list, evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else 0
-        return texts[index] if 0 <= index < len(texts) else gr.skip()
+        return (texts[index] if 0 <= index < len(texts) else gr.skip()), index
 
-    tab.gallery.select(on_select, tab.infotexts, tab.infotext, api_visibility="private", queue=False)
+    tab.gallery.select(on_select, tab.infotexts, [tab.infotext, tab.selected], api_visibility="private",
+                       queue=False)
