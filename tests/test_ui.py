@@ -767,3 +767,23 @@ def test_send_the_selected_txt2img_image_to_inpaint(engine, tmp_path):
     assert picked_image([(a, None), (str(path), None)], 1).getpixel((0, 0)) == (0, 0, 255)
     assert picked_image([(a, None)], 5).getpixel((0, 0)) == (255, 0, 0)  # out of range: the first
     assert picked_image([], 0) is None
+
+
+def _click_fn(demo: gr.Blocks, elem_id: str):
+    button = _by_elem_id(demo, elem_id)
+    return next(f.fn for f in demo.fns.values() if any(t[0] == button._id for t in f.targets))
+
+
+def test_png_info_sends_the_photo_and_its_prompts_to_img2img_and_inpaint(engine, tmp_path):
+    demo = build_blocks(engine, Translator("en", strict=True))
+    info = PngInfo()
+    text = "a portrait\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 32x24"
+    info.add_text("parameters", text)
+    path = tmp_path / "in.png"
+    Image.new("RGB", (32, 24), "green").save(path, pnginfo=info)
+    for elem_id, tab in (("pnginfo_send_img2img", "img2img"), ("pnginfo_send_inpaint", "inpaint")):
+        image, prompt, negative, tabs = _click_fn(demo, elem_id)(str(path), text)
+        assert image.size == (32, 24) and (prompt, negative) == ("a portrait", "blurry")
+        assert tabs.selected == tab
+    nothing = _click_fn(demo, "pnginfo_send_img2img")(None, "")  # no photo: nothing changes, no tab switch
+    assert not any(isinstance(x, (Image.Image, gr.Tabs)) for x in nothing)

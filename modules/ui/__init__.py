@@ -227,21 +227,37 @@ def picked_image(gallery, index):
 
 
 def _wire_send_to_image_tabs(engine, page: SimpleNamespace) -> None:
-    """"Send to img2img / inpaint" under the txt2img gallery: the selected image and its prompts, then the tab."""
+    """"Send to img2img / inpaint" under the txt2img gallery, in PNG Info and in History: the image and its
+    prompts, then that tab."""
+    from PIL import Image
+
     from modules.outputs.infotext import parse_infotext
 
-    txt = page.txt
-    for button, target, tab_id in ((txt.send_img2img, page.img2img, TAB_IMG2IMG),
-                                   (txt.send_inpaint, page.inpaint, TAB_INPAINT)):
-        def send(gallery, index, infotext, _tab_id=tab_id):
-            image = picked_image(gallery, index)
-            if image is None:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            prompt, negative, _params = parse_infotext(infotext or "")
-            return image, prompt, negative, gr.Tabs(selected=_tab_id)
+    def from_file(path):
+        if not path:
+            return None
+        with Image.open(path) as im:
+            return im.convert("RGB")
 
-        button.click(send, [txt.gallery, txt.selected, txt.infotext],
-                     [target.image, target.prompt, target.negative_prompt, page.tabs], api_visibility="private")
+    sources = (  # (button pair, inputs, inputs -> (image, infotext))
+        ((page.txt.send_img2img, page.txt.send_inpaint), [page.txt.gallery, page.txt.selected, page.txt.infotext],
+         lambda gallery, index, text: (picked_image(gallery, index), text)),
+        ((page.png.send_img2img, page.png.send_inpaint), [page.png.image, page.png.parameters],
+         lambda path, text: (from_file(path), text)),
+        ((page.hist.send_img2img, page.hist.send_inpaint), [page.hist.selected, page.hist.infotext],
+         lambda selected, text: (history_tab.selected_image(engine, selected), text)),
+    )
+    for buttons, inputs, read in sources:
+        for button, target, tab_id in zip(buttons, (page.img2img, page.inpaint), (TAB_IMG2IMG, TAB_INPAINT)):
+            def send(*values, _read=read, _tab_id=tab_id):
+                image, infotext = _read(*values)
+                if image is None:
+                    return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                prompt, negative, _params = parse_infotext(infotext or "")
+                return image, prompt, negative, gr.Tabs(selected=_tab_id)
+
+            button.click(send, inputs, [target.image, target.prompt, target.negative_prompt, page.tabs],
+                         api_visibility="private")
 
 
 def make_after_merge(engine, t: Translator):

@@ -29,12 +29,25 @@ class HistoryTab:
     trash: gr.Button
     names: gr.State
     selected: gr.State
+    send_img2img: gr.Button | None = None  # the selected image and its prompts to img2img / Inpaint
+    send_inpaint: gr.Button | None = None
 
 
 def outputs_root(engine) -> Path | None:
     """The engine's outputs folder (None for an engine without one: the tab then lists nothing)."""
     folders = getattr(engine, "folders", None)
     return Path(folders.outputs) if folders is not None else None
+
+
+def selected_image(engine, selected: str | None):
+    """The selected saved image (opened inside the outputs folder only), or None."""
+    from PIL import Image
+
+    root = outputs_root(engine)
+    if not selected or root is None:
+        return None
+    with Image.open(history.resolve_image(root, selected)) as im:
+        return im.convert("RGB")
 
 
 def dates(engine) -> list[str]:
@@ -127,6 +140,9 @@ def build(engine, t: Translator) -> HistoryTab:
             with gr.Row():
                 send = gr.Button(t("history.send"), variant="primary", elem_id="history_send")
                 trash = gr.Button(t("history.trash"), variant="stop", elem_id="history_trash")
+            with gr.Row():
+                send_img2img = gr.Button(t("img2img.send"), elem_id="history_send_img2img")
+                send_inpaint = gr.Button(t("inpaint.send"), elem_id="history_send_inpaint")
     names = gr.State([])
     selected = gr.State(None)
     day_outputs = [gallery, names, summary, infotext, selected]
@@ -137,4 +153,5 @@ def build(engine, t: Translator) -> HistoryTab:
     gallery.select(make_select(engine, t), names, [infotext, selected], api_visibility="private")
     trash.click(make_trash(engine, t), [selected, date], all_outputs, api_visibility="private",
                 show_progress="hidden")
-    return HistoryTab(date, refresh, gallery, infotext, summary, send, trash, names, selected)
+    return HistoryTab(date, refresh, gallery, infotext, summary, send, trash, names, selected, send_img2img,
+                      send_inpaint)

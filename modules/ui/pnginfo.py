@@ -19,6 +19,8 @@ class PngInfoTab:
     fields: gr.Dataframe
     message: gr.Markdown
     send: gr.Button
+    send_img2img: gr.Button | None = None  # the photo and its prompts to img2img / Inpaint (wired by the page)
+    send_inpaint: gr.Button | None = None
 
 
 def parsed_rows(t: Translator, text: str) -> list[list[str]]:
@@ -59,6 +61,9 @@ def build(engine, t: Translator) -> PngInfoTab:
             fields = gr.Dataframe(headers=[t("pnginfo.field"), t("pnginfo.value")], value=[],
                                   label=t("pnginfo.fields"), interactive=False, wrap=True,
                                   column_count=2)
-            send = gr.Button(t("pnginfo.send"), variant="primary")
+            with gr.Row():
+                send = gr.Button(t("pnginfo.send"), variant="primary")
+                send_img2img = gr.Button(t("img2img.send"), elem_id="pnginfo_send_img2img")
+                send_inpaint = gr.Button(t("inpaint.send"), elem_id="pnginfo_send_inpaint")
     image.change(make_read(t), image, [parameters, fields, message], api_name="png_info")
-    return PngInfoTab(image, parameters, fields, message, send)
+    return PngInfoTab(image, parameters, fields, message, send, send_img2img, send_inpaint)
