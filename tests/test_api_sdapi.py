@@ -192,3 +192,25 @@ def test_share_without_auth_refuses_to_start(capsys):
     err = capsys.readouterr().err
     assert "--share" in err and "--auth" in err
     assert webui.main(["--share", "--nowebui"]) == 2
+
+
+def test_webuiapi_img2img_and_inpaint_round_trip(api):
+    """The real client's img2img (with and without a mask), unchanged: A1111's fields in, A1111's info out,
+    the photo's size kept, and outside the mask the photo itself."""
+    from PIL import Image, ImageChops
+
+    photo = Image.new("RGB", (64, 64), (150, 110, 90))
+    result = api.img2img(images=[photo], prompt="a face", seed=7, steps=2, denoising_strength=0.5,
+                         sampler_name="Euler a", cfg_scale=7, width=64, height=64)  # the client sends 512 else
+    assert len(result.images) == 1 and result.image.size == (64, 64)
+    _p, _n, params = parse_infotext(result.info["infotexts"][0])
+    assert params["Denoising strength"] == "0.5" and params["Seed"] == "7"
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    inpainted = api.img2img(images=[photo], mask_image=mask, prompt="a face", seed=7, steps=2, width=64,
+                            height=64, denoising_strength=0.9, mask_blur=0, inpainting_fill=1,
+                            inpaint_full_res=False)
+    out = inpainted.image.convert("RGB")
+    assert out.size == (64, 64)
+    outside = ImageChops.difference(out, photo).crop((0, 0, 64, 12))  # a band far from the mask
+    assert outside.getbbox() is None, "pixels outside the mask changed"
