@@ -107,8 +107,13 @@ TINY = dict(width=64, height=64, steps=4, save=False)
 def engine(tiny_folders, tiny_models, tmp_path_factory):
     from modules.engine import Engine
     from modules.settings import Settings
-    for family in (Family.SD15, Family.SDXL):
+    from modules.tiny import make_tiny_model
+    for family in (Family.SD15, Family.SDXL, Family.ZIMAGE):
         tiny_models(family, "diffusers")
+    for family in (Family.SD15, Family.SDXL):  # dedicated inpainting models (9-channel U-Nets), both formats
+        for fmt in ("diffusers", "single-file"):
+            make_tiny_model(family, fmt, tiny_folders.checkpoints / f"tiny-{family.value}-inpainting-{fmt}",
+                            inpainting=True)
     out = tmp_path_factory.mktemp("outputs")
     eng = Engine(Settings(models_dir=tiny_folders.models, outputs_dir=out, cache_dir=tiny_folders.cache,
                           hf_cache=tiny_folders.cache / "no-hf-cache", ckpt_cache=2))
@@ -286,3 +291,97 @@ def test_native_img2img(client):
                                              "mask": _b64(_mask()), "denoising_strength": 0.8, "save": False})
     assert r.status_code == 200, r.text
     assert "Denoising strength: 0.8" in r.json()["infotexts"][0] and "Mask blur: 4" in r.json()["infotexts"][0]
+
+
+# -- 5. dedicated inpainting models (9-channel U-Nets) ------------------------------------------------------
+INPAINTING_MODELS = [(f, fmt) for f in (Family.SD15, Family.SDXL) for fmt in ("diffusers", "single-file")]
+
+
+def _unet_in_channels(engine):
+    """Input channels of every U-Net call from now on (a forward pre-hook on the loaded U-Net)."""
+    seen: list[int] = []
+    unet = engine.manager.current.backend.pipe.unet
+    handle = unet.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(
+        int((args[0] if args else kwargs["sample"]).shape[1])), with_kwargs=True)
+    return seen, handle
+
+
+@pytest.mark.parametrize("family, fmt", INPAINTING_MODELS, ids=[f"{f.value}-{m}" for f, m in INPAINTING_MODELS])
+def test_inpainting_model_is_identified_loaded_and_used(engine, family, fmt):
+    import numpy as np
+    from modules.generation.masks import prepare_mask
+    name = f"tiny-{family.value}-inpainting-{fmt}"
+    entry = engine.registry.get(name)
+    assert entry.supported and entry.family is family and entry.details["inpainting"] is True, entry
+    photo, mask = _photo(), _mask()
+    _gen(engine, model=name, init_image=photo, mask=mask, steps=1, denoising_strength=1.0)  # load it
+    backend = engine.manager.current.backend
+    assert backend.inpaint_model and backend.pipe.unet.config.in_channels == 9
+    assert type(backend.pipe).__name__ == {Family.SD15: "StableDiffusionInpaintPipeline",
+                                           Family.SDXL: "StableDiffusionXLInpaintPipeline"}[family]
+    seen, handle = _unet_in_channels(engine)
+    try:
+        # inpaint: its own pipeline, the 9-channel conditioning (latents + mask + masked-image latents)
+        out = _gen(engine, model=name, init_image=photo, mask=mask, seed=3, denoising_strength=1.0).images[0]
+        outside = np.asarray(prepare_mask(mask, blur=4, invert=False)) == 0
+        assert (np.asarray(out)[outside] == np.asarray(photo)[outside]).all()
+        assert (np.asarray(out)[~outside] != np.asarray(photo)[~outside]).any()
+        # txt2img and img2img go through the inpaint pipeline too, the whole picture masked (as A1111)
+        txt = _gen(engine, model=name, seed=4).images[0]
+        img = _gen(engine, model=name, init_image=photo, denoising_strength=0.5, seed=4).images[0]
+    finally:
+        handle.remove()
+    assert txt.size == img.size == (64, 64) and _diff(txt, img) > 0
+    assert seen and set(seen) == {9}, seen
+
+
+@pytest.mark.parametrize("family", [Family.SD15, Family.ZIMAGE])
+def test_latent_noise_and_latent_nothing_fill_the_masked_latents(engine, family):
+    """Masked content 2 / 3 (A1111): the masked area of the initial latents is noise / zeros, so the result
+    differs from "original" inside the mask; outside it, all three are the input, exactly."""
+    import numpy as np
+    from modules.generation.masks import prepare_mask
+    photo, mask = _photo(), _mask()
+    outs = {fill: np.asarray(_gen(engine, model=f"tiny-{family.value}-diffusers-0", init_image=photo, mask=mask,
+                                  seed=7, denoising_strength=0.5, inpainting_fill=fill).images[0], dtype=float)
+            for fill in (1, 2, 3)}
+    outside = np.asarray(prepare_mask(mask, blur=4, invert=False)) == 0
+    inside = np.asarray(mask) == 255
+    for fill, out in outs.items():
+        assert (out[outside] == np.asarray(photo, dtype=float)[outside]).all(), fill
+    original = outs[1][inside]
+    for fill in (2, 3):
+        assert np.abs(outs[fill][inside] - original).mean() > 1.0, fill
+    assert np.abs(outs[2][inside] - outs[3][inside]).mean() > 1.0
+
+
+def test_latent_fill_changes_only_the_masked_latents():
+    import torch
+    from modules.generation.img2img import fill_masked_latents
+    from modules.generation.samplers import make_scheduler
+    from modules.tiny.components import SD_SCHEDULER
+    from diffusers import EulerDiscreteScheduler
+    sched = make_scheduler("Euler", EulerDiscreteScheduler(**SD_SCHEDULER).config)
+    sched.set_timesteps(4)
+    t = sched.timesteps[:1]
+    original, noise = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    plain = sched.add_noise(original, noise, t)
+    fill_masked_latents(sched, _mask((64, 64), (0, 0, 32, 64)), 3)  # left half masked, "latent nothing"
+    filled = sched.add_noise(original, noise, t)
+    assert torch.equal(filled[..., 4:], plain[..., 4:])
+    assert not torch.allclose(filled[..., :4], plain[..., :4])
+
+
+def test_zimage_img2img_and_inpaint(engine):
+    import numpy as np
+    from modules.generation.img2img import vae_round_trip
+    from modules.generation.masks import prepare_mask
+    model, photo, mask = "tiny-zimage-diffusers-0", _photo(), _mask()
+    zero = _gen(engine, model=model, init_image=photo, denoising_strength=0.0, seed=1).images[0]
+    some = _gen(engine, model=model, init_image=photo, denoising_strength=0.8, seed=1).images[0]
+    trip = vae_round_trip(engine.manager.current.backend.pipe, photo, engine.manager.device)
+    assert _diff(trip, zero) == 0.0 and _diff(some, zero) > 0
+    out = _gen(engine, model=model, init_image=photo, mask=mask, seed=2, denoising_strength=1.0).images[0]
+    outside = np.asarray(prepare_mask(mask, blur=4, invert=False)) == 0
+    assert (np.asarray(out)[outside] == np.asarray(photo)[outside]).all()
+    assert (np.asarray(out)[~outside] != np.asarray(photo)[~outside]).any()

@@ -139,7 +139,9 @@ IDENTIFY_TABLE = [
     ("sd2-tiny-ctx", with_shape(SD2, DM + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", (4, 32)),
      None, SD2_REASON, "checkpoint"),
     ("sd2-unet-only", without(SD2, "cond_stage_model.", "first_stage_model."), None, SD2_REASON, "checkpoint"),
-    ("sd15-inpaint", with_shape(SD15, DM + "input_blocks.0.0.weight", (4, 9, 3, 3)), None, "inpainting",
+    ("sd15-inpaint", with_shape(SD15, DM + "input_blocks.0.0.weight", (4, 9, 3, 3)), Family.SD15, "",
+     "checkpoint"),
+    ("sd15-pix2pix", with_shape(SD15, DM + "input_blocks.0.0.weight", (4, 8, 3, 3)), None, "pix2pix",
      "checkpoint"),
     ("sdxl", SDXL, Family.SDXL, "", "checkpoint"),
     ("sdxl-tiny-ctx", with_shape(SDXL, DM + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", (4, 32)),
@@ -339,7 +341,8 @@ Z_COMPONENTS = {c: ["diffusers", "X"] for c in ("transformer", "vae", "text_enco
     (_index("StableDiffusionPipeline", **SD_COMPONENTS), {"unet": {"cross_attention_dim": 768}}, Family.SD15, ""),
     (_index("StableDiffusionPipeline", **SD_COMPONENTS), {"unet": {"cross_attention_dim": 32}}, Family.SD15, ""),
     (_index("StableDiffusionPipeline", **SD_COMPONENTS), {"unet": {"cross_attention_dim": 1024}}, None, SD2_REASON),
-    (_index("StableDiffusionPipeline", **SD_COMPONENTS), {"unet": {"in_channels": 9}}, None, "inpainting"),
+    (_index("StableDiffusionInpaintPipeline", **SD_COMPONENTS), {"unet": {"in_channels": 9}}, Family.SD15, ""),
+    (_index("StableDiffusionPipeline", **SD_COMPONENTS), {"unet": {"in_channels": 8}}, None, "pix2pix"),
     (_index("StableDiffusionXLPipeline", **SDXL_COMPONENTS), {"unet": {"cross_attention_dim": 2048}},
      Family.SDXL, ""),
     (_index("StableDiffusionXLImg2ImgPipeline", **{**SDXL_COMPONENTS, "text_encoder": [None, None]},
@@ -353,6 +356,20 @@ def test_identify_diffusers_table(index, configs, family, reason):
     result = identify_diffusers(index, configs)
     assert result.family is family and result.supported is (family is not None)
     assert reason in result.reason
+
+
+@pytest.mark.parametrize("family, shapes", [("sd15", SD15), ("sdxl", SDXL)])
+def test_inpainting_unets_are_identified(family, shapes):
+    """A 9-channel U-Net (latents + mask + masked-image latents) is a dedicated inpainting model of its family."""
+    key = DM + "input_blocks.0.0.weight"
+    result = identify_keys(with_shape(shapes, key, (320, 9, 3, 3)))
+    assert result.supported and result.family is Family(family) and result.details["inpainting"] is True
+    assert "inpainting" not in identify_keys(with_shape(shapes, key, (320, 4, 3, 3))).details
+    cls = {"sd15": "StableDiffusionInpaintPipeline", "sdxl": "StableDiffusionXLInpaintPipeline"}[family]
+    components = SD_COMPONENTS if family == "sd15" else SDXL_COMPONENTS
+    folder = identify_diffusers(_index(cls, **components), {"unet": {"in_channels": 9}})
+    assert folder.supported and folder.family is Family(family) and folder.details["inpainting"] is True
+    assert "inpainting" not in identify_diffusers(_index(cls, **components), {"unet": {"in_channels": 4}}).details
 
 
 def test_identify_diffusers_reports_missing_components():

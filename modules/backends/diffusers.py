@@ -6,8 +6,9 @@ import torch
 from modules.backends.select import DIFFUSERS
 from modules.backends.taesd import TaesdSource
 from modules.families import Family
+from modules.loader import INPAINT_CHANNELS
 from modules.generation.encoding import encode_prompts
-from modules.generation.img2img import img2img
+from modules.generation.img2img import img2img, txt2img_on_inpaint_model
 from modules.generation.txt2img import txt2img
 
 
@@ -23,6 +24,11 @@ class DiffusersBackend:
         self._patcher = patcher  # modules.lora.patcher.LoraPatcher, shared by all models
         self._taesd = taesd
         self._derived: dict = {}  # img2img / inpaint pipelines built from this one's components
+        # a dedicated inpainting model (9-channel U-Net: latents + mask + masked-image latents): every
+        # capability runs through its own inpaint pipeline
+        unet = getattr(pipe, "unet", None)
+        self.inpaint_model = (family is not Family.ZIMAGE and unet is not None
+                              and getattr(unet.config, "in_channels", 4) == INPAINT_CHANNELS)
         pipe.set_progress_bar_config(disable=True)
 
     def to(self, device) -> None:
@@ -44,14 +50,18 @@ class DiffusersBackend:
         return self._taesd.decoder(self.family, self.device, self.dtype, required=req.decoder == "taesd")
 
     def txt2img(self, req, ctx, *, encode, tae):
+        if self.inpaint_model:  # (as A1111: the whole picture masked, from pure noise)
+            return txt2img_on_inpaint_model(self.pipe, self.family, req, ctx, device=self.device, encode=encode,
+                                            tae=tae, cache=self._derived)
         return txt2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae)
 
     def img2img(self, req, ctx, *, encode, tae):
         """img2img through the pipeline built from this one's components (``from_pipe``: no new weights)."""
         return img2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae,
-                       cache=self._derived)
+                       inpaint_model=self.inpaint_model, cache=self._derived)
 
     def inpaint(self, req, ctx, *, encode, tae):
-        """Inpainting (``req.mask``), through the inpaint pipeline built from this one's components."""
+        """Inpainting (``req.mask``), through the inpaint pipeline built from this one's components (a
+        dedicated inpainting model's own pipeline: the 9-channel conditioning, masked-image latents + mask)."""
         return img2img(self.pipe, self.family, req, ctx, device=self.device, encode=encode, tae=tae,
-                       cache=self._derived)
+                       inpaint_model=self.inpaint_model, cache=self._derived)

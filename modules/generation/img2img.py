@@ -6,14 +6,16 @@ weights are loaded or copied, so LoRAs applied to the loaded pipeline apply here
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import diffusers
 import torch
+from PIL import Image
 
 from modules.errors import Interrupted
 from modules.families import Family
 from modules.generation.encoding import encode_prompts, uses_cfg
-from modules.generation.masks import PreparedImages, paste_back, prepare_images
+from modules.generation.masks import LATENT_NOISE, LATENT_NOTHING, PreparedImages, paste_back, prepare_images
 from modules.generation.params import GenerationRequest
 from modules.generation.samplers import make_scheduler
 from modules.generation.txt2img import EncodeFn, LatentDecoder, Txt2ImgOutput, batch_seeds, call_embeds
@@ -63,8 +65,11 @@ def img2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *, de
     prepared = prepare_images(req)
     inpaint = prepared.mask is not None or inpaint_model
     run = derived_pipe(pipe, family, inpaint=inpaint, cache=cache)
-    # 2. sampler, from the model's own scheduler config
+    # 2. sampler, from the model's own scheduler config (masked content "latent noise" / "latent nothing":
+    #    the masked area of the initial latents is replaced before noising, see fill_masked_latents)
     run.scheduler = make_scheduler(req.sampler, pipe.scheduler.config)
+    if prepared.mask is not None:
+        fill_masked_latents(run.scheduler, prepared.mask, req.inpainting_fill)
     # 3. prompt embeddings through the cache
     do_cfg = uses_cfg(family, req.cfg_scale)
     ctx.report("encoding")
@@ -119,6 +124,54 @@ def _denoise(run, req, prepared: PreparedImages, embeds, seeds, n_steps, ctx, *,
                   output_type="latent" if fast_decode else "pil", callback_on_step_end=on_step_end, **extra)
         images.extend(tae.decode(out.images) if fast_decode else out.images)
     return images
+
+
+def txt2img_on_inpaint_model(pipe, family: Family, req: GenerationRequest, ctx: JobContext, **kwargs):
+    """txt2img on a dedicated inpainting model, as A1111 does it: its inpaint pipeline with the whole picture
+    masked (so the masked-image latents are the VAE's grey) and denoising from pure noise (strength 1).
+    ``kwargs``: those of :func:`img2img`."""
+    grey = Image.new("RGB", (req.width, req.height), (127, 127, 127))
+    req = replace(req, init_image=grey, mask=None, denoising_strength=1.0, resize_mode=0)
+    return img2img(pipe, family, req, ctx, inpaint_model=True, **kwargs)
+
+
+def latent_mask(mask: Image.Image, like: torch.Tensor) -> torch.Tensor:
+    """``mask`` (white = repaint) at the latents' size, rounded to 0/1 as A1111 does, shaped (1, 1, h, w)."""
+    import numpy as np
+
+    h, w = like.shape[-2:]
+    small = np.asarray(mask.convert("L").resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.around(small)).to(device=like.device, dtype=like.dtype)[None, None]
+
+
+def fill_masked_latents(scheduler, mask: Image.Image, fill: int) -> None:
+    """Masked content "latent noise" (2) / "latent nothing" (3), as A1111: before the initial latents are
+    noised, their masked area is replaced with the seed's noise / zeros. Done by wrapping this scheduler
+    instance's ``add_noise`` (SD1.5, SDXL) and ``scale_noise`` (flow matching: Z-Image), which every img2img /
+    inpaint pipeline calls on the image latents; the per-step blending calls only use the latents outside the
+    mask, which are left as they are. Other ``fill`` values: nothing changes."""
+    if fill not in (LATENT_NOISE, LATENT_NOTHING):
+        return
+
+    def filled(original, noise):
+        if original is None or noise is None or original.dim() != 4:
+            return original
+        m = latent_mask(mask, original)
+        inside = noise.to(original.dtype) if fill == LATENT_NOISE else torch.zeros_like(original)
+        return original * (1 - m) + inside * m
+
+    if hasattr(scheduler, "add_noise"):
+        add_noise = scheduler.add_noise
+
+        def _add_noise(original_samples, noise, timesteps):
+            return add_noise(filled(original_samples, noise), noise, timesteps)
+        scheduler.add_noise = _add_noise
+    if hasattr(scheduler, "scale_noise"):
+        scale_noise = scheduler.scale_noise
+
+        def _scale_noise(sample, timestep, noise=None):
+            return scale_noise(filled(sample, noise), timestep, noise)
+        scheduler.scale_noise = _scale_noise
 
 
 @torch.no_grad()

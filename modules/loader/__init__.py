@@ -25,7 +25,7 @@ from pathlib import Path
 
 from modules.checkpoints.header import SafetensorsHeader, SafetensorsHeaderError, read_header
 from modules.checkpoints.hf_cache import repo_snapshots
-from modules.checkpoints.layouts import ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
+from modules.checkpoints.layouts import UNET_PREFIX, ZIMAGE_TE_PREFIX, ZIMAGE_VAE_PREFIX
 from modules.checkpoints.single_file import TOKENIZER_KEY, embedded_configs
 from modules.errors import MissingComponent, ModelLoadError, ModelNotFound, UnsupportedModel, VisageError
 from modules.families import Family, family_info
@@ -84,10 +84,40 @@ def _load_errors(path: Path):
         raise ModelLoadError(f"{path.name}: could not load ({type(exc).__name__}: {first_line})") from exc
 
 
-def _pipeline_class(family: Family):
+#: the pipeline class of a dedicated inpainting model (9-channel U-Net) per family
+INPAINT_PIPELINES = {Family.SD15: "StableDiffusionInpaintPipeline", Family.SDXL: "StableDiffusionXLInpaintPipeline"}
+INPAINT_CHANNELS = 9
+
+
+def _pipeline_class(family: Family, inpainting: bool = False):
     import diffusers
 
-    return getattr(diffusers, family_info(family).pipeline_class)
+    return getattr(diffusers, INPAINT_PIPELINES[family] if inpainting else family_info(family).pipeline_class)
+
+
+def _folder_is_inpainting(path: Path) -> bool:
+    """A diffusers folder whose U-Net takes 9 input channels (a dedicated inpainting model)."""
+    try:
+        config = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("in_channels") == INPAINT_CHANNELS
+
+
+def _file_is_inpainting(header: SafetensorsHeader | None) -> bool:
+    """A single file whose U-Net's first convolution takes 9 input channels."""
+    if header is None:
+        return False
+    shape = header.shapes().get(UNET_PREFIX + "input_blocks.0.0.weight", ())
+    return len(shape) == 4 and int(shape[1]) == INPAINT_CHANNELS
+
+
+def _inpaint_unet_config(family: Family, configs: dict[str, dict]) -> dict[str, dict]:
+    """``configs`` with the U-Net's ``in_channels`` set to 9 (the released model's U-Net config otherwise)."""
+    unet = dict(configs.get("unet") or json.loads((CONFIG_ROOT / family.value / "unet" / "config.json")
+                                                  .read_text(encoding="utf-8")))
+    unet["in_channels"] = INPAINT_CHANNELS
+    return {**configs, "unet": unet}
 
 
 def _extra_kwargs(family: Family) -> dict:
@@ -143,8 +173,9 @@ def _load_diffusers(path: Path, family: Family, dtype):
     if not (path / "model_index.json").is_file():
         raise ModelLoadError(f"{path.name}: not a diffusers folder (no model_index.json)")
     _check_files(path)
+    inpainting = family is not Family.ZIMAGE and _folder_is_inpainting(path)
     with _load_errors(path):
-        return _pipeline_class(family).from_pretrained(str(path), local_files_only=True, dtype=dtype,
+        return _pipeline_class(family, inpainting).from_pretrained(str(path), local_files_only=True, dtype=dtype,
                                                        **_extra_kwargs(family))
 
 
@@ -197,13 +228,18 @@ def _merge_base_tokenizer(metadata: dict[str, str], folders: Folders) -> Path | 
 def _load_sd_file(path: Path, family: Family, folders: Folders, hf_cache: Path | None, dtype,
                   on_progress: ProgressCallback | None = None, should_stop=None):
     is_safetensors = path.suffix.lower() == ".safetensors"
-    metadata = checked_header(path).metadata if is_safetensors else {}
+    header = checked_header(path) if is_safetensors else None
+    metadata = header.metadata if header else {}
+    inpainting = _file_is_inpainting(header)  # (a pickle one: the U-Net config says 4 and the load fails)
+    configs = embedded_configs(metadata)
+    if inpainting:
+        configs = _inpaint_unet_config(family, configs)
     with tempfile.TemporaryDirectory(prefix="visage-config-") as tmp:
         clip = clip_tokenizer_for(metadata, folders, hf_cache, Path(tmp), on_progress=on_progress,
                                   should_stop=should_stop)
         with _load_errors(path):
-            config = assemble_config(family, Path(tmp), embedded_configs(metadata), clip)
-            return _pipeline_class(family).from_single_file(str(path), config=str(config), local_files_only=True,
+            config = assemble_config(family, Path(tmp), configs, clip)
+            return _pipeline_class(family, inpainting).from_single_file(str(path), config=str(config), local_files_only=True,
                                                             dtype=dtype, **_extra_kwargs(family))
 
 

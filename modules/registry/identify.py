@@ -31,7 +31,7 @@ TEXT_ENCODER_REASON = "looks like a text encoder on its own, not a checkpoint"
 UPSCALER_REASON = "looks like an upscaler model, not a checkpoint"
 BARE_UNET_REASON = ("looks like a diffusers-format U-Net on its own; use the whole diffusers folder "
                     "or a single-file checkpoint")
-INPAINT_REASON = "inpainting checkpoints (9 input channels) are not supported yet"
+INPAINT_CHANNELS = 9  # latents 4 + mask 1 + masked-image latents 4: a dedicated inpainting U-Net
 PIX2PIX_REASON = "instruct-pix2pix checkpoints (8 input channels) are not supported"
 
 # Kinds of file (what it is, independent of whether Visage loads it).
@@ -153,10 +153,10 @@ def _identify_sd_unet(keys: list[str], shapes: Mapping[str, Sequence[int]]) -> I
         return unsupported(f"U-Net checkpoint without a text encoder and an unrecognised context size ({ctx})",
                            kind=UNKNOWN, **details)
 
-    if in_channels == 9:
-        return unsupported(INPAINT_REASON, **details)
     if in_channels == 8:
         return unsupported(PIX2PIX_REASON, **details)
+    if in_channels == INPAINT_CHANNELS:
+        details["inpainting"] = True
     components = ["unet"]
     if _any_prefix(keys, LDM_VAE_PREFIX):
         components.append("vae")
@@ -333,10 +333,10 @@ def identify_diffusers(model_index: Mapping, configs: Mapping[str, Mapping] | No
         return unsupported(reason, **details)
 
     if family is not Family.ZIMAGE:
-        if in_channels == 9:
-            return unsupported(INPAINT_REASON, **details)
         if in_channels == 8:
             return unsupported(PIX2PIX_REASON, **details)
+        if in_channels == INPAINT_CHANNELS:
+            details["inpainting"] = True
     reason = ""
     if present is not None:
         have = set(present)

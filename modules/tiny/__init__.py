@@ -27,10 +27,11 @@ from modules.tiny.tokenizers import learn_clip_merges, write_tiny_clip_tokenizer
 FORMATS = (ModelFormat.DIFFUSERS, ModelFormat.SINGLE_FILE)
 
 
-def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) -> Path:
+def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0, inpainting: bool = False) -> Path:
     """Write a tiny ``family`` model in format ``fmt`` ("diffusers" | "single-file") to ``out``; return it.
 
-    For "single-file", ``out`` is the file (``.safetensors`` is appended when missing).
+    For "single-file", ``out`` is the file (``.safetensors`` is appended when missing). ``inpainting``
+    (SD1.5/SDXL): a dedicated inpainting model (9-channel U-Net; an ``*InpaintPipeline`` folder).
     """
     from modules.checkpoints.single_file import save_single_file
     from modules.tiny.components import tiny_pipeline
@@ -38,7 +39,7 @@ def make_tiny_model(family: Family | str, fmt: str, out: Path, seed: int = 0) ->
     family = Family(family)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
-    pipe = tiny_pipeline(family, seed)
+    pipe = tiny_pipeline(family, seed, inpainting=inpainting)
     out = Path(out)
     if fmt == ModelFormat.DIFFUSERS:
         pipe.save_pretrained(str(out))

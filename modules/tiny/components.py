@@ -52,18 +52,27 @@ def _clip_tokenizers(*pad_tokens: str) -> list:
         return [CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, pad_token=pad) for pad in pad_tokens]
 
 
-def tiny_sd15(seed: int = 0):
+#: U-Net input channels: latents (4), and for a dedicated inpainting model also the mask (1) and the masked
+#: image's latents (4)
+INPAINT_CHANNELS = 9
+
+
+def tiny_sd15(seed: int = 0, inpainting: bool = False):
     """StableDiffusionPipeline: UNet (32, 64), VAE (32, 64), CLIP text hidden 32 (CLIP's 49,408-token
-    vocabulary), the tiny CLIP tokenizer, PNDM scheduler."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    vocabulary), the tiny CLIP tokenizer, PNDM scheduler. ``inpainting``: a 9-channel U-Net in a
+    StableDiffusionInpaintPipeline (a dedicated inpainting model)."""
+    import diffusers
+    from diffusers import PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     unet = _seeded(seed, lambda: UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+        in_channels=INPAINT_CHANNELS if inpainting else 4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=4))
     (tokenizer,) = _clip_tokenizers("<|endoftext|>")
-    return StableDiffusionPipeline(
+    cls = diffusers.StableDiffusionInpaintPipeline if inpainting else diffusers.StableDiffusionPipeline
+    return cls(
         vae=_tiny_vae(seed + 1, scaling_factor=0.18215),
         text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
         tokenizer=tokenizer, unet=unet,
@@ -71,13 +80,16 @@ def tiny_sd15(seed: int = 0):
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def tiny_sdxl(seed: int = 0):
-    """StableDiffusionXLPipeline: two text encoders (hidden 32 and 64, so a single file tells them apart)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+def tiny_sdxl(seed: int = 0, inpainting: bool = False):
+    """StableDiffusionXLPipeline: two text encoders (hidden 32 and 64, so a single file tells them apart).
+    ``inpainting``: a 9-channel U-Net in a StableDiffusionXLInpaintPipeline."""
+    import diffusers
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = _seeded(seed, lambda: UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+        in_channels=INPAINT_CHANNELS if inpainting else 4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
         use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
@@ -85,7 +97,8 @@ def tiny_sdxl(seed: int = 0):
         cross_attention_dim=32 + 64))
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="leading")
     tokenizer, tokenizer_2 = _clip_tokenizers("<|endoftext|>", "!")
-    return StableDiffusionXLPipeline(
+    cls = diffusers.StableDiffusionXLInpaintPipeline if inpainting else diffusers.StableDiffusionXLPipeline
+    return cls(
         vae=_tiny_vae(seed + 1, scaling_factor=0.13025),
         text_encoder=_seeded(seed + 2, lambda: CLIPTextModel(_clip_config(32))),
         text_encoder_2=_seeded(seed + 3, lambda: CLIPTextModelWithProjection(_clip_config(64, projection=32))),
@@ -129,6 +142,11 @@ def tiny_zimage(seed: int = 0):
 BUILDERS = {Family.SD15: tiny_sd15, Family.SDXL: tiny_sdxl, Family.ZIMAGE: tiny_zimage}
 
 
-def tiny_pipeline(family: Family | str, seed: int = 0):
-    """The tiny in-memory pipeline of ``family``."""
-    return BUILDERS[Family(family)](seed)
+def tiny_pipeline(family: Family | str, seed: int = 0, inpainting: bool = False):
+    """The tiny in-memory pipeline of ``family`` (``inpainting``: SD1.5/SDXL with a 9-channel U-Net)."""
+    family = Family(family)
+    if not inpainting:
+        return BUILDERS[family](seed)
+    if family is Family.ZIMAGE:
+        raise ValueError("Z-Image has no dedicated inpainting models")
+    return BUILDERS[family](seed, inpainting=True)
