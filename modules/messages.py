@@ -27,6 +27,9 @@ EN: dict[str, str] = {
     "rule.choice": "must be one of {choices}",
     "rule.between_off": "must be between 0 (off) and {high}",
     "rule.postprocess_ids": "must be a list of post-processor ids",
+    "rule.adetailer_args": "must be ADetailer's args: [enabled, skip img2img, then one object per unit (ad_model, ad_prompt, ...)]",
+    "rule.detailer_settings": "must be the face detailer's settings",
+    "rule.detailer_denoise": "the face detailer needs a denoising strength above 0 and at most 1",
     "rule.between_model": "must be between {low} and {high} for this model",
     "rule.edge_exists": "edge package {name!r} already exists (choose another name or overwrite)",
     "rule.server_between": "must be between {low} and {high} on this server ({value} from the preset or model defaults)",
@@ -160,6 +163,7 @@ EN: dict[str, str] = {
     "note.lora_unmatched": "{count} LoRA layer(s) matched no module, e.g. {examples}",
     "note.lora": "{lora}: {note}",
     "note.postprocess_failed": "post-processor {id} failed: {kind}: {detail}; the images were kept without it",
+    "note.detailer_no_face": "face detailer: no face scoring at least {confidence} in image {index}; it was kept as it was",
     # notes about a LoRA file (LoraInfo.notes; in a job's notes as "note.lora")
     "note.lora_no_alpha": "no alpha stored: assuming alpha = rank (scale 1), as diffusers does",
     "note.lora_dora": "DoRA (PEFT magnitude vectors)",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from modules.api.adetailer import DetailerRequest
 from modules.generation.params import (
     BACKENDS, DECODERS, MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS,
 )
@@ -343,6 +344,7 @@ def request_models(limits: ApiLimits) -> RequestModels:
         postprocess: list[Annotated[str, Field(max_length=64)]] = Field(
             default_factory=list, max_length=limits.max_list,
             description="extension post-processors to run on each image, by id (GET /api/v1/extensions)")
+        detailer: DetailerRequest | None = Field(None, description="face detailer (ADetailer-style); null = off")
 
     txt2img_fields: dict[str, Any] = {
         "prompt": (Prompt, ""),

@@ -6,6 +6,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from modules import __version__
+from modules.api.adetailer import DETAILER_RESOLUTION, native_detailer
 from modules.api.errors import ERROR_RESPONSES, ApiError
 from modules.api.images import encode_png
 from modules.api.models import (
@@ -63,7 +64,7 @@ def native_request(body) -> GenerationRequest:
         batch_size=body.batch_size, batch_count=body.batch_count, clip_skip=body.clip_skip, model=body.model,
         preset=body.preset, styles=list(body.styles), loras=[(lw.name, lw.weight) for lw in body.loras],
         save=body.save, preview_every=body.preview_every, decoder=body.decoder, backend=body.backend,
-        postprocess=list(body.postprocess))
+        postprocess=list(body.postprocess), detailer=native_detailer(body.detailer, DETAILER_RESOLUTION))
 
 
 async def _native_response(rt: ApiRuntime, req: GenerationRequest) -> GenerateResponse:

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from modules import __version__
+from modules.api.adetailer import detailer_from_scripts, uses_only_adetailer
 from modules.api.errors import ERROR_RESPONSES, ApiError
 from modules.api.images import decode_upload, encode_png, text_items
 from modules.api.models import (
@@ -199,7 +200,9 @@ def a1111_request(rt: ApiRuntime, body) -> GenerationRequest:
         seed=body.seed, width=body.width, height=body.height, sampler=sampler, batch_size=body.batch_size,
         batch_count=body.n_iter, clip_skip=clip_skip, model=model, styles=list(body.styles or []), save=save,
         preview_every=max(0, every),  # Engine.prepare turns previews off where TAESD is missing
-        postprocess=[restorer.id] if body.restore_faces and restorer else [])
+        postprocess=[restorer.id] if body.restore_faces and restorer else [],
+        detailer=detailer_from_scripts(body.alwayson_scripts, resolution=family_info(family).width,
+                                       img2img=hasattr(body, "init_images")))
 
 
 def _face_restorer(rt: ApiRuntime):
@@ -217,7 +220,8 @@ async def _a1111_response(rt: ApiRuntime, body, req: GenerationRequest, exclude=
     images = ([encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
               if body.send_images else [])
     restorer = _face_restorer(rt) if body.restore_faces else None
-    ignored = [k for k in _ignored_in_use(body) if not (k == "restore_faces" and restorer)]
+    ignored = [k for k in _ignored_in_use(body) if not (k == "restore_faces" and restorer)
+               and not (k == "alwayson_scripts" and uses_only_adetailer(body.alwayson_scripts))]
     info = a1111_info(result, body, list(body.styles or []), ignored)
     if req.init_image is not None:
         info["denoising_strength"] = req.denoising_strength

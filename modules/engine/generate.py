@@ -38,6 +38,7 @@ class GenerationRunner:
     options_for: Callable[[str], dict]  # extension name -> its options
     outputs_dir: Callable[[], Path]
     device: torch.device
+    models_dir: Callable[[], Path] | None = None  # where face-detection/ lives (default: the outputs' Folders)
 
     def run(self, job: PreparedJob, ctx: JobContext) -> GenerationResult:
         start = time.perf_counter()
@@ -76,10 +77,13 @@ class GenerationRunner:
         try:
             encode = partial(self.encode_cached, loaded, text_encoder_state(report.text_encoder_state))
             run = getattr(loaded.backend, job.capability.value)  # txt2img | img2img | inpaint
+            detector = self._face_detector(req)  # before sampling: missing weights refuse at once
             out = run(req, ctx, encode=encode, tae=loaded.backend.decoder_for(req))
+            images, detailer_notes = self._detail(loaded, req, out, ctx, encode, detector)
             post = run_postprocessors(  # extensions' post-processors, still on the device lock
-                out.images, out.seeds, req, list(job.postprocessors), report=ctx.report,
+                images, out.seeds, req, list(job.postprocessors), report=ctx.report,
                 check_cancelled=ctx.check_cancelled, options_for=self.options_for, device=str(self.device))
+            post.notes[:0] = detailer_notes
             return post.images, out.seeds, post
         except (MemoryError, torch.OutOfMemoryError) as exc:
             oom = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
@@ -87,6 +91,26 @@ class GenerationRunner:
         release_memory(self.device)
         raise OutOfMemory(f"out of memory while generating ({oom}); the memory was released, "
                           "try a smaller size or batch")
+
+    def _face_detector(self, req: GenerationRequest):
+        """The detailer's MTCNN (None when the detailer is off); MissingComponent without its weights."""
+        if req.detailer is None or not req.detailer.enabled:
+            return None
+        from modules.faces.detailer import load_detector
+        folders = getattr(self.outputs_dir, "__self__", None)  # the engine's Folders (outputs_dir is bound)
+        models_dir = self.models_dir() if self.models_dir else getattr(folders, "models", Path("models"))
+        return load_detector(models_dir, "cpu")
+
+    def _detail(self, loaded: LoadedModel, req: GenerationRequest, out, ctx: JobContext, encode, detector):
+        """The face detailer (``req.detailer``): each face inpainted again through the same backend."""
+        if detector is None:
+            return out.images, []
+        from modules.faces.detailer import run_detailer
+        inpaint = partial(loaded.backend.inpaint, ctx=ctx, encode=encode, tae=None)
+        images, notes, _faces = run_detailer(out.images, out.seeds, req, detect=detector.detect,
+                                             inpaint=inpaint, report=ctx.report,
+                                             check_cancelled=ctx.check_cancelled)
+        return images, notes
 
     def encode_cached(self, loaded: LoadedModel, te_state: str, prompt: str, negative: str, do_cfg: bool,
                       clip_skip: int):
@@ -112,6 +136,8 @@ def infotext_params(req: GenerationRequest, entry: ModelEntry, seed: int) -> dic
     if req.decoder == "taesd":
         params["Decoder"] = "TAESD"
     params.update(image_params(req))
+    if req.detailer is not None and req.detailer.enabled:
+        params.update(req.detailer.infotext(f"Visage {__version__}"))
     params.update(req.extra_infotext)
     params["Version"] = f"Visage {__version__}"
     return {k: v for k, v in params.items() if v is not None and v != ""}

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from PIL import Image
 
 from modules.errors import InvalidRequest
+from modules.faces.detailer import DetailerSettings
 from modules.families import Family, family_info
 from modules.messages import Message
 
@@ -56,6 +57,7 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     inpainting_mask_invert: bool = False
+    detailer: DetailerSettings | None = None  # the face detailer (modules/faces/detailer.py); None = off
 
     def with_defaults(self, family: Family) -> "GenerationRequest":
         """Fill unset fields from the family's defaults."""
@@ -109,6 +111,11 @@ class GenerationRequest:
         if isinstance(self.postprocess, str) or not all(isinstance(x, str) for x in self.postprocess or ()):
             raise InvalidRequest("postprocess", Message("rule.postprocess_ids"))
         self.check_image_inputs()
+        if self.detailer is not None:
+            if not isinstance(self.detailer, DetailerSettings):
+                raise InvalidRequest("detailer", Message("rule.detailer_settings"))
+            self.detailer.check(size_multiple=info.size_multiple, min_side=info.min_side, max_side=info.max_side,
+                                max_chars=MAX_PROMPT_CHARS)
 
     def check_image_inputs(self) -> None:
         """The img2img / inpainting rules (nothing to check without an init image or mask)."""
