@@ -35,6 +35,7 @@ def engine(tiny_folders, tiny_models, mtcnn_models, tmp_path_factory):  # noqa: 
                           cache_dir=tiny_folders.cache, hf_cache=tiny_folders.cache / "no-hf-cache"))
     eng.runner.models_dir = lambda: mtcnn_models  # MTCNN's weights live in another models/ folder here
     eng.start(load_initial=False)
+    eng.switch_model(MODEL).wait(120)  # the page generates with the selected model
     eng.generate(eng.prepare(GenerationRequest(model=MODEL, steps=1, width=64, height=64, save=False))).wait(120)
     yield eng
     eng.close()
@@ -254,3 +255,21 @@ def test_native_generate_takes_a_detailer_object(client):
     assert "ADetailer model: mtcnn" in r.json()["infotexts"][0]
     bad = client.post("/api/v1/generate", json={"prompt": "x", "model": MODEL, "detailer": {"denoise": 0}})
     assert bad.status_code == 422 and "detailer.denoise" in bad.text
+
+
+def test_img2img_tab_face_detailer_accordion(engine):
+    import gradio as gr
+
+    from modules.ui import img2img
+    from modules.ui.i18n import Translator
+    t = Translator("en", strict=True)
+    with gr.Blocks():
+        tab = img2img.build(engine, t, img2img.IMG2IMG)
+    labels = [getattr(c, "label", None) for c in tab.inputs[-4:]]
+    assert labels == [t("detailer.enable"), t("detailer.prompt"), t("detailer.denoise"), t("detailer.confidence")]
+    photo = Image.new("RGB", (64, 64), (120, 90, 60))
+    run = img2img.make_generate(engine, t, img2img.IMG2IMG, poll_s=0.05)
+    final = list(run(photo, None, "a face", "", "", "Euler", 2, 7.0, 5, 1, 1, 0.3, 0, True, "", 0.5, 0.3))[-1]
+    assert "ADetailer model: mtcnn" in final[1] and "ADetailer denoising strength: 0.5" in final[1]
+    off = list(run(photo, None, "a face", "", "", "Euler", 2, 7.0, 5, 1, 1, 0.3, 0, False, "", 0.5, 0.3))[-1]
+    assert "ADetailer" not in off[1]

@@ -13,6 +13,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from modules.errors import VisageError
+from modules.faces.detailer import DetailerSettings
 from modules.families import family_info
 from modules.generation.params import MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS
 from modules.ui.common import POLL_S, ui_error
@@ -64,11 +65,14 @@ def editor_mask(value) -> tuple[Image.Image | None, Image.Image | None]:
 
 def make_generate(engine, t: Translator, mode: str, poll_s: float = POLL_S):
     """Handler: (image or editor value, uploaded mask, prompt, negative, preset, sampler, steps, cfg, seed,
-    batch size, batch count, denoise, resize mode, mask blur, only masked, padding, masked content, invert)
-    -> yields (gallery, infotext, progress) until the job ends."""
+    batch size, batch count, denoise, resize mode, [Inpaint: mask blur, only masked, padding, masked content,
+    invert], then the face detailer's enable, prompt, denoise, confidence) -> yields (gallery, infotext, progress)
+    until the job ends."""
 
     def generate(image, mask_upload, prompt, negative, preset, sampler, steps, cfg, seed, batch_size, batch_count,
-                 denoise, resize_mode, mask_blur=4, only_masked=False, padding=32, fill=1, invert=False):
+                 denoise, resize_mode, *rest):
+        options, face = (rest[:5], rest[5:]) if mode == INPAINT else ((), rest)
+        mask_blur, only_masked, padding, fill, invert = options or (4, False, 32, 1, False)
         photo, drawn = editor_mask(image)
         mask = mask_upload.convert("L") if isinstance(mask_upload, Image.Image) else drawn
         if photo is None:
@@ -82,13 +86,32 @@ def make_generate(engine, t: Translator, mode: str, poll_s: float = POLL_S):
                               denoising_strength=float(denoise), resize_mode=int(resize_mode),
                               mask_blur=int(mask_blur), inpaint_full_res=bool(only_masked),
                               inpaint_full_res_padding=int(padding), inpainting_fill=int(fill),
-                              inpainting_mask_invert=bool(invert))
+                              inpainting_mask_invert=bool(invert), detailer=detailer_from_inputs(*face))
         except (VisageError, TypeError, ValueError) as exc:
             raise ui_error(t, exc) from None
         for gallery, infotext, progress, _texts, _seeds in run_request(engine, t, request, poll_s):
             yield gallery, infotext, progress
 
     return generate
+
+
+def detailer_from_inputs(enabled=False, prompt="", denoise=0.4, confidence=0.3) -> DetailerSettings | None:
+    """The Face detailer accordion's values -> the request's ``detailer`` (None when off)."""
+    if not enabled:
+        return None
+    return DetailerSettings(prompt=prompt or "", denoise=float(denoise), confidence=float(confidence))
+
+
+def _detailer_options(t: Translator, mode: str) -> list:
+    with gr.Accordion(t("detailer.title"), open=False):
+        enabled = gr.Checkbox(False, label=t("detailer.enable"), info=t("detailer.enable_info"),
+                              elem_id=f"{mode}_detailer_enable")
+        prompt = gr.Textbox("", label=t("detailer.prompt"), placeholder=t("detailer.prompt_placeholder"), lines=2,
+                            elem_id=f"{mode}_detailer_prompt")
+        with gr.Row():
+            denoise = gr.Slider(0.01, 1.0, value=0.4, step=0.01, label=t("detailer.denoise"))
+            confidence = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label=t("detailer.confidence"))
+    return [enabled, prompt, denoise, confidence]
 
 
 def _inpaint_options(t: Translator) -> list:
@@ -125,6 +148,7 @@ def build(engine, t: Translator, mode: str) -> ImageTab:
                                 elem_id=f"{mode}_denoise")
             resize = gr.Radio([(t(k), i) for i, k in enumerate(RESIZE_KEYS)], value=0, label=t("img2img.resize"))
             extra = _inpaint_options(t) if mode == INPAINT else []
+            extra += _detailer_options(t, mode)
             with gr.Row():
                 sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label=t("txt2img.sampler"),
                                       allow_custom_value=True)
