@@ -86,6 +86,10 @@ EN: dict[str, str] = {
     "rule.megapixels": "{size} is over {n} megapixels",
     "rule.mask_needs_image": "a mask needs an init image (inpainting repaints part of an image)",
     "rule.mask_size": "must be the size of the init image ({size}), not {got}",
+    "rule.hires_denoise": "hires fix needs a denoising strength above 0 and at most 1 (0 would only enlarge the "
+                          "first pass's image: use an upscaler instead)",
+    "rule.hires_size": "the hires fix size {size} is out of range: each side must be between {low} and {high}",
+    "rule.hires_txt2img": "hires fix is for txt2img: an init image is img2img already (set its size instead)",
     "rule.calibration": "needs at least one prompt and one step",
     "rule.package_name": "{name!r} is not a usable package name (one plain folder name)",
     "rule.edge_taesd": "TAESD weights are needed (or build with the full VAE decoder only)",

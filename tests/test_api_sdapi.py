@@ -81,10 +81,10 @@ def test_txt2img_png_infotext_matches_the_request_field_by_field(api, server):
 
 
 def test_ignored_fields_are_accepted_and_reported(api):
-    result = api.txt2img(prompt="a face", seed=1, width=64, height=64, steps=2, enable_hr=True,
-                         restore_faces=True, tiling=True)
+    result = api.txt2img(prompt="a face", seed=1, width=64, height=64, steps=2,
+                         restore_faces=True, tiling=True)  # enable_hr is not ignored: tests/test_hires.py
     assert len(result.images) == 1
-    assert set(result.info["visage_ignored"]) == {"enable_hr", "restore_faces", "tiling"}
+    assert set(result.info["visage_ignored"]) == {"restore_faces", "tiling"}
 
 
 def test_scheduler_karras_and_styles(api):

@@ -247,22 +247,20 @@ class ScriptsList(BaseModel):
 A1111_IGNORED: dict[str, Any] = {
     "subseed": (int, -1), "subseed_strength": (float, 0.0), "seed_resize_from_h": (int, -1),
     "seed_resize_from_w": (int, -1), "restore_faces": (bool | None, None), "tiling": (bool | None, None),
-    "do_not_save_grid": (bool, False), "eta": (float | None, None), "denoising_strength": (float | None, None),
+    "do_not_save_grid": (bool, False), "eta": (float | None, None),
     "s_min_uncond": (float | None, None), "s_churn": (float | None, None), "s_tmax": (float | None, None),
     "s_tmin": (float | None, None), "s_noise": (float | None, None),
     "override_settings_restore_afterwards": (bool, True), "refiner_checkpoint": (str | None, None),
     "refiner_switch_at": (float | None, None), "disable_extra_networks": (bool, False),
     "firstpass_image": (str | None, None), "comments": (dict[str, Any] | None, None),
-    "enable_hr": (bool, False), "firstphase_width": (int, 0), "firstphase_height": (int, 0),
-    "hr_scale": (float, 2.0), "hr_upscaler": (str | None, None), "hr_second_pass_steps": (int, 0),
-    "hr_resize_x": (int, 0), "hr_resize_y": (int, 0), "hr_checkpoint_name": (str | None, None),
+    "firstphase_width": (int, 0), "firstphase_height": (int, 0), "hr_checkpoint_name": (str | None, None),
     "hr_sampler_name": (str | None, None), "hr_scheduler": (str | None, None), "hr_prompt": (str, ""),
     "hr_negative_prompt": (str, ""), "force_task_id": (str | None, None), "script_name": (str | None, None),
     "script_args": (list[Any], []), "alwayson_scripts": (dict[str, Any], {}), "infotext": (str | None, None),
     "distilled_cfg_scale": (float | None, None),
 }
 #: of those, the ones that change the picture in A1111 when set: reported back in ``info``
-A1111_IGNORED_EFFECTIVE = ("enable_hr", "restore_faces", "tiling", "subseed_strength", "seed_resize_from_h",
+A1111_IGNORED_EFFECTIVE = ("restore_faces", "tiling", "subseed_strength", "seed_resize_from_h",
                            "seed_resize_from_w", "script_name", "alwayson_scripts", "refiner_checkpoint",
                            "firstpass_image")
 
@@ -274,6 +272,21 @@ A1111_IMG2IMG_IGNORED: dict[str, Any] = {
     "inpainting_mask_weight": (float | None, None), "mask_round": (bool, True),
     "mask_blur_x": (int, 4), "mask_blur_y": (int, 4),
 }
+
+
+def hires_fields(limits: ApiLimits) -> dict[str, Any]:
+    """A1111's hires fix fields (txt2img); A1111 calls the second pass's denoise ``denoising_strength``."""
+    return {
+        "enable_hr": (bool, Field(False, description="hires fix: first pass, upscale, second pass img2img")),
+        "hr_scale": (float, Field(2.0, ge=1.0, le=4.0, description="second pass size = first pass size x this")),
+        "hr_upscaler": (str | None, Field(None, max_length=64, description=(
+            "Latent (default), Latent (nearest), Lanczos or Nearest; no model upscalers yet"))),
+        "hr_second_pass_steps": (int, Field(0, ge=0, le=limits.max_steps, description="0: the same as steps")),
+        "hr_resize_x": (int, Field(0, ge=0, le=limits.max_side, description="0: from hr_scale")),
+        "hr_resize_y": (int, Field(0, ge=0, le=limits.max_side, description="0: from hr_scale")),
+        "denoising_strength": (float | None, Field(None, ge=0.0, le=1.0, description=(
+            "hires fix: the second pass's denoising strength (above 0; default 0.75, as A1111's API)"))),
+    }
 
 
 def image_fields(limits: ApiLimits, *, a1111: bool) -> dict[str, Any]:
@@ -336,6 +349,14 @@ def request_models(limits: ApiLimits) -> RequestModels:
         batch_size: BatchSize = 1
         batch_count: BatchCount = 1
         clip_skip: int = Field(1, ge=1, le=12)
+        # hires fix (txt2img): the same fields as /sdapi/v1/txt2img, the denoise named hr_denoising_strength
+        enable_hr: bool = Field(False, description="hires fix: first pass, upscale, second pass img2img")
+        hr_scale: float = Field(2.0, ge=1.0, le=4.0, description="second pass size = first pass size x this")
+        hr_upscaler: str = Field("Latent", max_length=64, description="Latent, Latent (nearest), Lanczos, Nearest")
+        hr_second_pass_steps: int = Field(0, ge=0, le=limits.max_steps, description="0: the same as steps")
+        hr_denoising_strength: float = Field(0.7, ge=0.0, le=1.0, description="the second pass's; above 0")
+        hr_resize_x: int = Field(0, ge=0, le=limits.max_side, description="0: from hr_scale")
+        hr_resize_y: int = Field(0, ge=0, le=limits.max_side, description="0: from hr_scale")
         save: bool = Field(True, description="also write the images to the outputs folder")
         preview_every: int = Field(0, ge=0, le=limits.max_steps,
                                    description="live TAESD preview every N steps (GET /sdapi/v1/progress); 0 = off")
@@ -366,6 +387,7 @@ def request_models(limits: ApiLimits) -> RequestModels:
         "send_images": (bool, True),
         "save_images": (bool, False),
         **A1111_IGNORED,
+        **hires_fields(limits),
     }
     Txt2ImgRequest = create_model(
         "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True), **txt2img_fields)

@@ -15,7 +15,7 @@ from modules.api.models import (
 )
 from modules.api.names import output_file
 from modules.api.runtime import ApiRuntime
-from modules.api.sdapi import image_request
+from modules.api.sdapi import hires_request, image_request
 from modules.generation.params import GenerationRequest
 
 
@@ -45,7 +45,7 @@ def _job_routes(router: APIRouter, rt: ApiRuntime, GenerateRequest) -> None:  # 
     @router.post("/api/v1/generate", response_model=GenerateResponse, tags=["native"],
                  summary="Generate images (queued with the page's jobs)")
     async def generate(body: GenerateRequest) -> GenerateResponse:  # type: ignore[valid-type]
-        return await _native_response(rt, native_request(body))
+        return await _native_response(rt, hires_request(native_request(body), body, "hr_denoising_strength"))
 
 
 def _img2img_routes(router: APIRouter, rt: ApiRuntime, Img2ImgRequest) -> None:  # noqa: N803 - a model class

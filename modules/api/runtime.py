@@ -77,7 +77,21 @@ class ApiRuntime:
         as the page), then held to this server's limits (runs in a worker thread: it may scan folders)."""
         prepared = self.engine.prepare(req)
         self.check_limits(prepared.request)
+        if prepared.request.enable_hr and prepared.request.init_image is None:  # the hires fix's second pass
+            self._check_hires_limits(prepared.request, prepared.entry.family)
         return prepared
+
+    def _check_hires_limits(self, final: GenerationRequest, family) -> None:
+        lim = self.limits
+        width, height = final.hires_size(family)
+        field = "hr_resize_x" if final.hr_resize_x or final.hr_resize_y else "hr_scale"
+        for value in (width, height):
+            if not lim.min_side <= value <= lim.max_side:
+                raise InvalidRequest(field, Message("rule.server_between", low=lim.min_side, high=lim.max_side,
+                                                    value=value))
+        if final.hr_second_pass_steps > lim.max_steps:
+            raise InvalidRequest("hr_second_pass_steps", Message("rule.server_at_most", high=lim.max_steps,
+                                                                 value=final.hr_second_pass_steps))
 
     def check_limits(self, final: GenerationRequest) -> None:
         """The request as it will run (preset and family defaults filled in) must fit the limits."""

@@ -86,7 +86,7 @@ def a1111_info(result: GenerationResult, body, styles: list[str], ignored: list[
         "batch_size": body.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": params.get("Model"), "sd_model_hash": params.get("Model hash"),
         "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": None, "extra_generation_params": extra, "index_of_first_image": 0,
+        "denoising_strength": _hires_denoise(body), "extra_generation_params": extra, "index_of_first_image": 0,
         "infotexts": list(result.infotexts), "styles": styles,
         "job_timestamp": datetime.now().strftime("%Y%m%d%H%M%S"),
         "clip_skip": _number(params.get("Clip skip"), int) or 1, "is_using_inpainting_conditioning": False,
@@ -136,7 +136,7 @@ def sdapi_router(rt: ApiRuntime, models: RequestModels, dependencies: list) -> A
 def _generation_routes(router: APIRouter, rt: ApiRuntime, Txt2ImgRequest) -> None:  # noqa: N803 - a model class
     @router.post("/txt2img", response_model=Txt2ImgResponse, summary="A1111 txt2img")
     async def txt2img(body: Txt2ImgRequest) -> Txt2ImgResponse:  # type: ignore[valid-type]
-        req = await run_in_threadpool(a1111_request, rt, body)
+        req = await run_in_threadpool(a1111_txt2img_request, rt, body)
         return await _a1111_response(rt, body, req)
 
 
@@ -176,6 +176,30 @@ def open_upload(data: str, max_bytes: int, field: str):
             return image.copy()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         raise InvalidRequest(field, Message("rule.image")) from None
+
+
+def a1111_txt2img_request(rt: ApiRuntime, body) -> GenerationRequest:
+    """An A1111 txt2img body -> GenerationRequest, the hires fix included."""
+    return hires_request(a1111_request(rt, body), body, "denoising_strength")
+
+
+def hires_request(req: GenerationRequest, body, denoise_field: str) -> GenerationRequest:
+    """``req`` with the hires fix fields of ``body`` (A1111's txt2img, or the native generate request, whose
+    second-pass denoise is ``hr_denoising_strength``); A1111's API default denoise is 0.75."""
+    if not getattr(body, "enable_hr", False):
+        return req
+    return replace(req, enable_hr=True, hr_scale=float(body.hr_scale), hr_upscaler=body.hr_upscaler or "Latent",
+                   hr_second_pass_steps=int(body.hr_second_pass_steps),
+                   hr_denoising_strength=_hires_denoise(body, denoise_field),
+                   hr_resize_x=int(body.hr_resize_x), hr_resize_y=int(body.hr_resize_y))
+
+
+def _hires_denoise(body, field: str = "denoising_strength") -> float | None:
+    """The hires fix's second-pass denoise a txt2img body asks for (None: no hires fix)."""
+    if not getattr(body, "enable_hr", False) or hasattr(body, "init_images"):
+        return None
+    value = getattr(body, field, None)
+    return 0.75 if value is None else float(value)
 
 
 def a1111_request(rt: ApiRuntime, body) -> GenerationRequest:

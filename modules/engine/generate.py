@@ -11,11 +11,13 @@ from typing import Callable
 import torch
 
 from modules import __version__
+from modules.backends.base import Capability
 from modules.embedding_cache import EmbeddingCache, text_encoder_state
 from modules.engine.prepare import PreparedJob
 from modules.engine.warmup import embedding_key
 from modules.errors import OutOfMemory
 from modules.extensions.postprocess import run_postprocessors
+from modules.generation.hires import hires_params, run_hires
 from modules.generation.params import GenerationRequest, GenerationResult
 from modules.jobs import JobContext
 from modules.lora import parse_prompt_loras
@@ -77,6 +79,8 @@ class GenerationRunner:
         try:
             encode = partial(self.encode_cached, loaded, text_encoder_state(report.text_encoder_state))
             run = getattr(loaded.backend, job.capability.value)  # txt2img | img2img | inpaint
+            if req.enable_hr and job.capability is Capability.TXT2IMG:  # txt2img, upscale, img2img
+                run = partial(run_hires, loaded.backend)
             detector = self._face_detector(req)  # before sampling: missing weights refuse at once
             out = run(req, ctx, encode=encode, tae=loaded.backend.decoder_for(req))
             images, detailer_notes = self._detail(loaded, req, out, ctx, encode, detector)
@@ -136,6 +140,7 @@ def infotext_params(req: GenerationRequest, entry: ModelEntry, seed: int) -> dic
     if req.decoder == "taesd":
         params["Decoder"] = "TAESD"
     params.update(image_params(req))
+    params.update(hires_params(req))
     if req.detailer is not None and req.detailer.enabled:
         params.update(req.detailer.infotext(f"Visage {__version__}"))
     params.update(req.extra_infotext)

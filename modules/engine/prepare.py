@@ -63,6 +63,8 @@ class Preparer:
         self._check_backend(request, entry, info)
         if capability not in info.capabilities:
             raise UnsupportedCapability(capability.value, entry.name, info.kind.value)
+        if request.enable_hr and capability is Capability.TXT2IMG and Capability.IMG2IMG not in info.capabilities:
+            raise UnsupportedCapability("hires fix", entry.name, info.kind.value)  # its second pass is img2img
         # 2. preset, styles and family defaults; then the diffusers-style input checks
         self._check_names(request)
         req = resolve_prompts(request, entry.family, self.presets, self.styles_file).with_defaults(entry.family)

@@ -22,6 +22,9 @@ INPAINTING_FILLS = ("0 (fill)", "1 (original)", "2 (latent noise)", "3 (latent n
 MAX_MASK_BLUR = 64
 MAX_INPAINT_PADDING = 256
 IMAGE_FIELDS = ("init_image", "mask")  # PIL images: left out of to_dict()
+#: hires fix upscalers: latent interpolation, or decode + PIL resize + re-encode (no model upscalers yet)
+HR_UPSCALERS = ("Latent", "Latent (nearest)", "Lanczos", "Nearest")
+MAX_HR_SCALE = 4.0
 
 
 @dataclass
@@ -58,6 +61,14 @@ class GenerationRequest:
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     inpainting_mask_invert: bool = False
     detailer: DetailerSettings | None = None  # the face detailer (modules/faces/detailer.py); None = off
+    # hires fix (txt2img, A1111 meanings): first pass at width x height, upscale, second pass img2img
+    enable_hr: bool = False
+    hr_scale: float = 2.0  # the second pass's size: the first pass's x this (unless hr_resize_x/y are given)
+    hr_upscaler: str = "Latent"  # one of HR_UPSCALERS
+    hr_second_pass_steps: int = 0  # 0: the same as steps
+    hr_denoising_strength: float = 0.7
+    hr_resize_x: int = 0  # 0: from hr_scale (or, with hr_resize_y alone, keeping the aspect ratio)
+    hr_resize_y: int = 0
 
     def with_defaults(self, family: Family) -> "GenerationRequest":
         """Fill unset fields from the family's defaults."""
@@ -116,6 +127,7 @@ class GenerationRequest:
                 raise InvalidRequest("detailer", Message("rule.detailer_settings"))
             self.detailer.check(size_multiple=info.size_multiple, min_side=info.min_side, max_side=info.max_side,
                                 max_chars=MAX_PROMPT_CHARS)
+        self.check_hires_inputs(family)
 
     def check_image_inputs(self) -> None:
         """The img2img / inpainting rules (nothing to check without an init image or mask)."""
@@ -139,6 +151,46 @@ class GenerationRequest:
             raise InvalidRequest("inpaint_full_res_padding", Message("rule.between", low=0, high=MAX_INPAINT_PADDING))
         if int(self.inpainting_fill) not in range(len(INPAINTING_FILLS)):
             raise InvalidRequest("inpainting_fill", Message("rule.choice", choices=", ".join(INPAINTING_FILLS)))
+
+    def check_hires_inputs(self, family: Family) -> None:
+        """The hires fix rules (nothing to check when it is off)."""
+        if not self.enable_hr:
+            return
+        if self.init_image is not None:
+            raise InvalidRequest("enable_hr", Message("rule.hires_txt2img"))
+        if self.hr_upscaler not in HR_UPSCALERS:
+            raise InvalidRequest("hr_upscaler", Message("rule.choice", choices=", ".join(HR_UPSCALERS)))
+        if not 1.0 <= float(self.hr_scale) <= MAX_HR_SCALE:
+            raise InvalidRequest("hr_scale", Message("rule.between", low=1, high=int(MAX_HR_SCALE)))
+        if not 0 <= int(self.hr_second_pass_steps) <= MAX_STEPS:
+            raise InvalidRequest("hr_second_pass_steps", Message("rule.between", low=0, high=MAX_STEPS))
+        if not 0.0 < float(self.hr_denoising_strength) <= 1.0:
+            raise InvalidRequest("hr_denoising_strength", Message("rule.hires_denoise"))
+        info = family_info(family)
+        for name in ("hr_resize_x", "hr_resize_y"):
+            if not 0 <= int(getattr(self, name)) <= info.max_side:
+                raise InvalidRequest(name, Message("rule.between", low=0, high=info.max_side))
+        width, height = self.hires_size(family)
+        if not (info.min_side <= width <= info.max_side and info.min_side <= height <= info.max_side):
+            raise InvalidRequest("hr_resize_x" if self.hr_resize_x or self.hr_resize_y else "hr_scale",
+                                 Message("rule.hires_size", size=f"{width}x{height}", low=info.min_side,
+                                         high=info.max_side))
+
+    def hires_size(self, family: Family) -> tuple[int, int]:
+        """The second pass's (width, height), down to the family's size multiple (A1111's rules: the scale,
+        or hr_resize_x / hr_resize_y, one of them alone keeping the first pass's aspect ratio)."""
+        multiple = family_info(family).size_multiple
+        width, height = int(self.width), int(self.height)
+        rx, ry = int(self.hr_resize_x), int(self.hr_resize_y)
+        if rx == 0 and ry == 0:
+            tw, th = int(width * float(self.hr_scale)), int(height * float(self.hr_scale))
+        elif ry == 0:
+            tw, th = rx, rx * height // width
+        elif rx == 0:
+            tw, th = ry * width // height, ry
+        else:
+            tw, th = rx, ry
+        return tw - tw % multiple, th - th % multiple
 
     @property
     def capability_name(self) -> str:

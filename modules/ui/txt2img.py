@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import gradio as gr
@@ -10,7 +10,7 @@ import gradio as gr
 from modules.errors import Interrupted, InvalidRequest, VisageError
 from modules.families import FamilyInfo, family_info
 from modules.generation.params import (
-    MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_STEPS, GenerationRequest,
+    HR_UPSCALERS, MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_HR_SCALE, MAX_STEPS, GenerationRequest,
 )
 from modules.messages import Message
 from modules.ui import lora_panel, presets_panel
@@ -56,6 +56,16 @@ class Txt2ImgTab:
     send_img2img: gr.Button | None = None  # the selected image to the img2img / Inpaint tab (wired by the page)
     send_inpaint: gr.Button | None = None
     selected: gr.State | None = None  # the gallery's selected index
+    hires_enable: gr.Checkbox | None = None  # hires fix: first pass, upscale, second pass img2img
+    hires_upscaler: gr.Dropdown | None = None
+    hires_scale: gr.Slider | None = None
+    hires_steps: gr.Slider | None = None
+    hires_denoise: gr.Slider | None = None
+
+    @property
+    def hires_inputs(self) -> list:
+        """The hires fix accordion's inputs (enable, upscaler, scale, steps, denoise), after the run options."""
+        return [self.hires_enable, self.hires_upscaler, self.hires_scale, self.hires_steps, self.hires_denoise]
 
     @property
     def run_options(self) -> list:
@@ -120,7 +130,7 @@ def _number(name: str, value, default, kind=int):
 def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
                         seed, batch_size, batch_count, clip_skip, styles=None,
                         preset=None, loras=None, postprocess=None, *, backend=None, decoder=None,
-                        preview_every=None) -> GenerationRequest:
+                        preview_every=None, hires=None) -> GenerationRequest:
     """A GenerationRequest from the page's values; empty fields mean the family default.
 
     ``preset``: the active preset's id (the engine puts the prompt into its template);
@@ -128,9 +138,10 @@ def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, widt
     ``loras``: ``(name, weight)`` pairs or the API's ``[[name, weight], ...]`` (see
     :func:`lora_panel.api_loras`), applied besides any ``<lora:…>`` tags in the prompt;
     ``postprocess``: ids of extension post-processors to run on each image;
-    ``backend`` (auto | diffusers | onnx), ``decoder`` (vae | taesd), ``preview_every`` (steps, 0 = off).
+    ``backend`` (auto | diffusers | onnx), ``decoder`` (vae | taesd), ``preview_every`` (steps, 0 = off);
+    ``hires``: the hires fix accordion's ``(enable, upscaler, scale, second-pass steps, denoise)`` (None: off).
     """
-    return GenerationRequest(
+    return _with_hires(GenerationRequest(
         prompt=prompt or "",
         negative_prompt=negative_prompt or "",
         sampler=sampler or None,
@@ -149,7 +160,17 @@ def request_from_inputs(prompt, negative_prompt, sampler, steps, cfg_scale, widt
         backend=backend or "auto",
         decoder=decoder or "vae",
         preview_every=_number("preview_every", preview_every, 0),
-    )
+    ), hires)
+
+
+def _with_hires(req: GenerationRequest, hires) -> GenerationRequest:
+    if not hires or not hires[0]:
+        return req
+    _enable, upscaler, scale, steps, denoise = (list(hires) + [None] * 5)[:5]
+    return replace(req, enable_hr=True, hr_upscaler=upscaler or "Latent",
+                   hr_scale=_number("hr_scale", scale, 2.0, float),
+                   hr_second_pass_steps=_number("hr_second_pass_steps", steps, 0),
+                   hr_denoising_strength=_number("hr_denoising_strength", denoise, 0.7, float))
 
 
 def _names(styles) -> list[str]:
@@ -167,6 +188,8 @@ def progress_text(t: Translator, engine, job) -> str:
     p = job.progress
     if isinstance(p.phase, Message):  # e.g. a missing TAESD being fetched: "fetching TAESD … 1.2/9.8 MB"
         return message_text(t, p.phase)
+    if p.phase == "hires":
+        return t("progress.hires", step=p.step, total=p.total)
     if p.phase == "denoising" or (p.total and p.phase not in ("saving", "decoding")):
         return t("progress.step", step=p.step, total=p.total)
     key = {"loading": "progress.loading", "encoding": "progress.encoding",
@@ -196,12 +219,13 @@ def make_generate(engine, t: Translator, poll_s: float = POLL_S):
 
     def generate(prompt, negative_prompt, sampler, steps, cfg_scale, width, height,
                  seed, batch_size, batch_count, clip_skip, styles=None, preset=None, loras=None,
-                 postprocess=None, backend=None, decoder=None, preview_every=None):
+                 postprocess=None, backend=None, decoder=None, preview_every=None, hires=None):
         try:
             request = request_from_inputs(
                 prompt, negative_prompt, sampler, steps, cfg_scale, width, height, seed, batch_size,
                 batch_count, clip_skip, styles, preset, loras, postprocess, backend=backend or default_backend,
-                decoder=decoder, preview_every=default_preview if preview_every is None else preview_every)
+                decoder=decoder, preview_every=default_preview if preview_every is None else preview_every,
+                hires=hires)
         except VisageError as exc:
             raise ui_error(t, exc) from None
         yield from run_request(engine, t, request, poll_s)
@@ -296,12 +320,16 @@ def with_postprocess(handler):
     return generate_with_postprocess
 
 
-def with_run_options(handler, postprocess: bool):
-    """The page's generate click: backend, decoder and preview interval first, then (when extensions offer
-    post-processors) their checkbox group, then the usual inputs."""
+def with_run_options(handler, postprocess: bool, hires: bool = False):
+    """The page's generate click: backend, decoder and preview interval first, then (``hires``) the hires fix
+    accordion's five inputs, then (when extensions offer post-processors) their checkbox group, then the usual
+    inputs."""
 
     def generate_with_options(backend, decoder, preview_every, *args):
-        inner = partial(handler, backend=backend, decoder=decoder, preview_every=preview_every)
+        extra = {}
+        if hires:
+            extra["hires"], args = tuple(args[:5]), args[5:]
+        inner = partial(handler, backend=backend, decoder=decoder, preview_every=preview_every, **extra)
         yield from (with_postprocess(inner) if postprocess else lora_panel.wrap_generate(inner))(*args)
 
     return generate_with_options
@@ -320,6 +348,25 @@ def build_run_options(engine, t: Translator):
                                   label=t("txt2img.preview_every"), info=t("txt2img.preview_every_info"),
                                   elem_id="txt2img_preview_every")
     return backend, decoder, preview_every
+
+
+def build_hires(t: Translator) -> dict:
+    """The "Hires fix" accordion: enable, upscaler, scale, second-pass steps and denoise (A1111's defaults)."""
+    with gr.Accordion(t("txt2img.hires"), open=False, elem_id="txt2img_hires"):
+        enable = gr.Checkbox(False, label=t("txt2img.hires_enable"), info=t("txt2img.hires_info"),
+                             elem_id="txt2img_enable_hr")
+        with gr.Row():
+            upscaler = gr.Dropdown(list(HR_UPSCALERS), value=HR_UPSCALERS[0], label=t("txt2img.hires_upscaler"),
+                                   elem_id="txt2img_hr_upscaler")
+            scale = gr.Slider(1.0, MAX_HR_SCALE, value=2.0, step=0.05, label=t("txt2img.hires_scale"),
+                              elem_id="txt2img_hr_scale")
+        with gr.Row():
+            steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label=t("txt2img.hires_steps"),
+                              info=t("txt2img.hires_steps_info"), elem_id="txt2img_hires_steps")
+            denoise = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label=t("txt2img.hires_denoise"),
+                                elem_id="txt2img_hr_denoise")
+    return dict(hires_enable=enable, hires_upscaler=upscaler, hires_scale=scale, hires_steps=steps,
+                hires_denoise=denoise)
 
 
 def build(engine, t: Translator, postprocessors=()) -> Txt2ImgTab:
@@ -390,6 +437,7 @@ def _build_params(engine, t: Translator, postprocessors) -> dict:
     c["postprocess"] = (gr.CheckboxGroup([(p.label(t.lang), p.id) for p in postprocessors], value=[],
                                          label=t("ext.postprocess"), elem_id="txt2img_postprocess")
                         if postprocessors else None)
+    c.update(build_hires(t))
     c["backend"], c["decoder"], c["preview_every"] = build_run_options(engine, t)
     c["manager"] = presets_panel.build_manager(engine, t)
     return c
@@ -406,7 +454,8 @@ def _wire(engine, t: Translator, tab: Txt2ImgTab) -> None:
     if postprocess is not None:  # extension post-processors: /generate takes their ids last
         click_inputs = [postprocess, *click_inputs]
         api_inputs.append(postprocess)
-    click_fn, click_inputs = with_run_options(handler, postprocess is not None), [*tab.run_options, *click_inputs]
+    click_fn = with_run_options(handler, postprocess is not None, hires=True)
+    click_inputs = [*tab.run_options, *tab.hires_inputs, *click_inputs]
     tab.generate.click(click_fn, click_inputs, outputs, api_visibility="private", show_progress="minimal",
                        concurrency_limit=None)
     gr.on(triggers=[], fn=handler, inputs=api_inputs, outputs=outputs, api_name="generate", concurrency_limit=None)
