@@ -273,3 +273,22 @@ def test_img2img_tab_face_detailer_accordion(engine):
     assert "ADetailer model: mtcnn" in final[1] and "ADetailer denoising strength: 0.5" in final[1]
     off = list(run(photo, None, "a face", "", "", "Euler", 2, 7.0, 5, 1, 1, 0.3, 0, False, "", 0.5, 0.3))[-1]
     assert "ADetailer" not in off[1]
+
+
+def test_edge_package_refuses_the_detailer_before_queueing(tmp_path):
+    """An edge package cannot inpaint, so the face detailer is refused up front, naming it."""
+    from pathlib import Path
+
+    from modules.engine.prepare import Preparer
+    from modules.errors import UnsupportedCapability
+    from modules.faces.detailer import DetailerSettings
+    from modules.families import Family
+    from modules.generation.params import GenerationRequest
+    from modules.registry.entry import ModelEntry, ModelFormat
+
+    entry = ModelEntry(name="edge/tiny", path=tmp_path, format=ModelFormat.EDGE, family=Family.SD15, source="edge")
+    preparer = Preparer(presets=None, styles_file=Path(tmp_path / "styles.csv"), loras=list, lora_roots=list,
+                        taesd_available=lambda f: False, taesd_missing=lambda f: "", extensions=None)
+    with pytest.raises(UnsupportedCapability) as info:
+        preparer.prepare(GenerationRequest(detailer=DetailerSettings()), entry)
+    assert info.value.capability == "face detailer"

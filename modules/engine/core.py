@@ -84,7 +84,8 @@ class Engine:
             extensions=self.extensions, default_backend=settings.backend)
         self.runner = GenerationRunner(
             manager=self.manager, embed_cache=self.embed_cache, ensure_hash=self.registry.ensure_hash,
-            options_for=self.extensions.options, outputs_dir=self.folders.txt2img_outputs, device=self.device)
+            options_for=self.extensions.options, outputs_dir=self.folders.txt2img_outputs, device=self.device,
+            models_dir=lambda: self.folders.models)
         self.extensions.bind(self)
 
     # -- life cycle --------------------------------------------------------------------------

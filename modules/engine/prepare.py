@@ -65,6 +65,8 @@ class Preparer:
             raise UnsupportedCapability(capability.value, entry.name, info.kind.value)
         if request.enable_hr and capability is Capability.TXT2IMG and Capability.IMG2IMG not in info.capabilities:
             raise UnsupportedCapability("hires fix", entry.name, info.kind.value)  # its second pass is img2img
+        if getattr(request.detailer, "enabled", False) and Capability.INPAINT not in info.capabilities:
+            raise UnsupportedCapability("face detailer", entry.name, info.kind.value)  # it inpaints each face
         # 2. preset, styles and family defaults; then the diffusers-style input checks
         self._check_names(request)
         req = resolve_prompts(request, entry.family, self.presets, self.styles_file).with_defaults(entry.family)
