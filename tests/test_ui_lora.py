@@ -147,14 +147,15 @@ def test_picked_loras_reach_the_request_with_their_weights(engine):
     generate = handler(demo, "generate_with_options")
     assert generate.inputs[-MAX_PICKED - 1] is pick.inputs[2]
     assert generate.api_visibility == "private"
-    final = list(generate.fn("auto", "vae", 0, *txt2img_args(prompt="a face"), [], None, picked,
+    hires_off = (False, "Latent", 2.0, 0, 0.7)  # the Hires fix accordion's five inputs follow the run options
+    final = list(generate.fn("auto", "vae", 0, *hires_off, *txt2img_args(prompt="a face"), [], None, picked,
                              *weights(0.5, 1.25)))[-1]
     assert final[2].startswith("Done: 2 image(s)")
     assert engine.submitted[-1].loras == [("soft_light", 0.5), ("Film_Grain", 1.25)]
     assert engine.submitted[-1].prompt == "a face"
     assert engine.applied[-1] == [("soft_light", 0.5, 0.5), ("Film_Grain", 1.25, 1.25)]
     # nothing picked: no LoRAs
-    list(generate.fn("auto", "vae", 0, *txt2img_args(), [], None, [], *weights()))
+    list(generate.fn("auto", "vae", 0, *hires_off, *txt2img_args(), [], None, [], *weights()))
     assert engine.submitted[-1].loras == [] and engine.applied[-1] == []
 
 
