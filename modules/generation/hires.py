@@ -19,11 +19,12 @@ from PIL import Image
 
 from modules.errors import Interrupted
 from modules.families import Family
-from modules.generation.encoding import encode_prompts, uses_cfg
 from modules.generation.img2img import derived_pipe
 from modules.generation.params import GenerationRequest
 from modules.generation.samplers import make_scheduler
-from modules.generation.txt2img import EncodeFn, LatentDecoder, Txt2ImgOutput, batch_seeds, call_embeds
+from modules.generation.txt2img import (
+    EncodeFn, LatentDecoder, Txt2ImgOutput, batch_seeds, call_embeds, request_embeds,
+)
 from modules.jobs import JobContext
 from modules.taesd import CPU_PREVIEW_MAX_SIDE, preview_latents
 
@@ -100,12 +101,8 @@ def hires_fix(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *, 
     steps = _Steps(ctx, req.steps * req.batch_count + hr_run * len(seeds), tae, req, device)
     latent_mode = LATENT_MODES.get(req.hr_upscaler)
     # 2. prompt embeddings through the cache (once, for both passes)
-    do_cfg = uses_cfg(family, req.cfg_scale)
-    ctx.report("encoding")
-    if encode is None:
-        def encode(p, n, cfg, skip):
-            return encode_prompts(pipe, family, p, n, do_cfg=cfg, clip_skip=skip, device=device)
-    embeds = call_embeds(encode(req.prompt, req.negative_prompt, do_cfg, req.clip_skip), do_cfg)
+    raw, do_cfg = request_embeds(pipe, family, req, ctx, encode=encode, device=device)
+    embeds = call_embeds(raw, do_cfg)
     # 3. first pass at the base size: latents (latent upscalers) or decoded images (PIL upscalers)
     pipe.scheduler = make_scheduler(req.sampler, pipe.scheduler.config)
     firsts: list = []

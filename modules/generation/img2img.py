@@ -14,11 +14,12 @@ from PIL import Image
 
 from modules.errors import Interrupted
 from modules.families import Family
-from modules.generation.encoding import encode_prompts, uses_cfg
 from modules.generation.masks import LATENT_NOISE, LATENT_NOTHING, PreparedImages, paste_back, prepare_images
 from modules.generation.params import GenerationRequest
 from modules.generation.samplers import make_scheduler
-from modules.generation.txt2img import EncodeFn, LatentDecoder, Txt2ImgOutput, batch_seeds, call_embeds
+from modules.generation.txt2img import (
+    EncodeFn, LatentDecoder, Txt2ImgOutput, batch_seeds, call_embeds, request_embeds,
+)
 from modules.jobs import JobContext
 from modules.taesd import CPU_PREVIEW_MAX_SIDE, preview_latents
 
@@ -71,12 +72,8 @@ def img2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *, de
     if prepared.mask is not None:
         fill_masked_latents(run.scheduler, prepared.mask, req.inpainting_fill)
     # 3. prompt embeddings through the cache
-    do_cfg = uses_cfg(family, req.cfg_scale)
-    ctx.report("encoding")
-    if encode is None:
-        def encode(p, n, cfg, skip):
-            return encode_prompts(pipe, family, p, n, do_cfg=cfg, clip_skip=skip, device=device)
-    embeds = call_embeds(encode(req.prompt, req.negative_prompt, do_cfg, req.clip_skip), do_cfg)
+    raw, do_cfg = request_embeds(pipe, family, req, ctx, encode=encode, device=device)
+    embeds = call_embeds(raw, do_cfg)
     # 4. denoise (or, when no step would run, only the VAE round trip), batch by batch
     n_steps = steps_run(req)
     if n_steps == 0:

@@ -52,12 +52,7 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
     pipe.scheduler = make_scheduler(req.sampler, pipe.scheduler.config)
 
     # 3. prompt embeddings (once for all batches; the cache sits behind `encode`)
-    do_cfg = uses_cfg(family, req.cfg_scale)
-    ctx.report("encoding")
-    if encode is None:
-        def encode(p, n, cfg, skip):
-            return encode_prompts(pipe, family, p, n, do_cfg=cfg, clip_skip=skip, device=device)
-    embeds = encode(req.prompt, req.negative_prompt, do_cfg, req.clip_skip)
+    embeds, do_cfg = request_embeds(pipe, family, req, ctx, encode=encode, device=device)
 
     # 4. denoise and decode, batch by batch, reporting each step and honouring Interrupt
     total = req.steps * req.batch_count
@@ -90,6 +85,18 @@ def txt2img(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *,
         images.extend(tae.decode(out.images) if fast_decode else out.images)
     ctx.report("decoding", total, total)
     return Txt2ImgOutput(images=images, seeds=seeds)
+
+
+def request_embeds(pipe, family: Family, req: GenerationRequest, ctx: JobContext, *, encode: EncodeFn | None,
+                   device: torch.device) -> tuple[Embeds, bool]:
+    """The "encoding" step every pass shares: ``req``'s prompt embeddings through ``encode`` (the embedding cache
+    sits behind it; None: encode directly) and whether classifier-free guidance is on."""
+    do_cfg = uses_cfg(family, req.cfg_scale)
+    ctx.report("encoding")
+    if encode is None:
+        def encode(p, n, cfg, skip):
+            return encode_prompts(pipe, family, p, n, do_cfg=cfg, clip_skip=skip, device=device)
+    return encode(req.prompt, req.negative_prompt, do_cfg, req.clip_skip), do_cfg
 
 
 def call_embeds(embeds: Embeds, do_cfg: bool) -> Embeds:
