@@ -392,6 +392,12 @@ def request_models(limits: ApiLimits) -> RequestModels:
     Txt2ImgRequest = create_model(
         "StableDiffusionTxt2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True), **txt2img_fields)
     Txt2ImgRequest.__doc__ = "A1111's txt2img request; fields Visage does not use are accepted and ignored."
+    Img2ImgRequest, NativeImg2Img = _img2img_models(limits, txt2img_fields, GenerateRequest)
+    return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight, Img2ImgRequest, NativeImg2Img)
+
+
+def _img2img_models(limits: ApiLimits, txt2img_fields: dict, GenerateRequest) -> tuple[type, type]:  # noqa: N803
+    """A1111's img2img request (txt2img's fields, images, mask options) and Visage's native one."""
     Upload = Annotated[str, Field(max_length=limits.max_upload_bytes * 4 // 3 + 64)]
     Img2ImgRequest = create_model(
         "StableDiffusionImg2ImgProcessingAPI", __config__=ConfigDict(extra="ignore", strict=True),
@@ -402,4 +408,4 @@ def request_models(limits: ApiLimits) -> RequestModels:
         "Img2ImgRequest", __base__=GenerateRequest, **image_fields(limits, a1111=False),
         init_image=(Upload, Field(..., description="base64 image")))
     NativeImg2Img.__doc__ = "Visage's img2img / inpainting request: the generate fields, an image and a mask."
-    return RequestModels(GenerateRequest, Txt2ImgRequest, LoraWeight, Img2ImgRequest, NativeImg2Img)
+    return Img2ImgRequest, NativeImg2Img
